@@ -1,0 +1,76 @@
+#pragma once
+
+#include "ktstr/base/fd.hpp"
+#include "ktstr/vmm/guest_memory.hpp"
+
+#include <cstdint>
+#include <linux/kvm.h>
+
+namespace ktstr {
+
+// The /dev/kvm system handle.
+class Kvm {
+  public:
+    // Opens /dev/kvm; throws Error saying why KVM cannot be used.
+    Kvm();
+    // Whether /dev/kvm can be opened and speaks the stable API.
+    static bool usable();
+
+    int fd() const { return fd_.get(); }
+    int check_extension(unsigned long capability) const;
+    std::size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
+
+  private:
+    UniqueFd fd_;
+    std::size_t vcpu_mmap_size_ = 0;
+};
+
+class Vcpu;
+
+class Vm {
+  public:
+    explicit Vm(const Kvm& kvm);
+    int fd() const { return fd_.get(); }
+    const Kvm& kvm() const { return kvm_; }
+
+    // Registers every region of `memory` as a KVM memory slot.
+    void map_memory(const GuestMemory& memory);
+    Vcpu create_vcpu(std::uint32_t id) const;
+
+  private:
+    const Kvm& kvm_;
+    UniqueFd fd_;
+    std::uint32_t next_slot_ = 0;
+};
+
+class Vcpu {
+  public:
+    Vcpu(UniqueFd fd, std::size_t mmap_size, std::uint32_t id);
+    Vcpu(Vcpu&& other) noexcept;
+    Vcpu& operator=(Vcpu&&) = delete;
+    Vcpu(const Vcpu&) = delete;
+    ~Vcpu();
+
+    std::uint32_t id() const { return id_; }
+    int fd() const { return fd_.get(); }
+    // The shared kvm_run page: exit reason and exit data after run().
+    kvm_run& state() const { return *run_; }
+
+    // One KVM_RUN; returns the exit reason, or KVM_EXIT_INTR when a signal interrupted it.
+    std::uint32_t run();
+
+#if defined(__x86_64__)
+    kvm_regs regs() const;
+    void set_regs(const kvm_regs& regs) const;
+    kvm_sregs sregs() const;
+    void set_sregs(const kvm_sregs& sregs) const;
+#endif
+
+  private:
+    UniqueFd fd_;
+    kvm_run* run_;
+    std::size_t mmap_size_;
+    std::uint32_t id_;
+};
+
+} // namespace ktstr

@@ -1,0 +1,87 @@
+#include "ktstr/base/files.hpp"
+
+#include "ktstr/base/error.hpp"
+#include "ktstr/base/fd.hpp"
+
+#include <cstdlib>
+#include <fcntl.h>
+#include <fstream>
+#include <sstream>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace ktstr {
+
+std::string read_file(const fs::path& path) {
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw_errno("cannot read " + path.string());
+    std::ostringstream out;
+    out << in.rdbuf();
+    return out.str();
+}
+
+std::vector<std::uint8_t> read_binary_file(const fs::path& path) {
+    std::string text = read_file(path);
+    return {text.begin(), text.end()};
+}
+
+void write_file_atomic(const fs::path& path, std::span<const std::uint8_t> data) {
+    fs::path tmp = path;
+    tmp += ".tmp." + std::to_string(::getpid());
+    UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (!fd)
+        throw_errno("cannot create " + tmp.string());
+    std::size_t done = 0;
+    while (done < data.size()) {
+        ssize_t n = ::write(fd.get(), data.data() + done, data.size() - done);
+        if (n < 0) {
+            int err = errno;
+            ::unlink(tmp.c_str());
+            throw_errno("cannot write " + tmp.string(), err);
+        }
+        done += static_cast<std::size_t>(n);
+    }
+    fd.reset();
+    if (::rename(tmp.c_str(), path.c_str()) != 0) {
+        int err = errno;
+        ::unlink(tmp.c_str());
+        throw_errno("cannot rename " + tmp.string() + " to " + path.string(), err);
+    }
+}
+
+void write_file_atomic(const fs::path& path, const std::string& text) {
+    write_file_atomic(path, std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+}
+
+fs::path ktstr_cache_dir() {
+    if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
+        return fs::path(xdg) / "ktstr";
+    const char* home = std::getenv("HOME");
+    if (!home || !*home)
+        throw Error("neither XDG_CACHE_HOME nor HOME is set: no place for the ktstr cache");
+    return fs::path(home) / ".cache" / "ktstr";
+}
+
+TempDir::TempDir(const std::string& prefix, const fs::path& parent) {
+    fs::path base = parent;
+    if (base.empty()) {
+        const char* tmpdir = std::getenv("TMPDIR");
+        base = tmpdir && *tmpdir ? tmpdir : "/tmp";
+    }
+    fs::create_directories(base);
+    std::string pattern = (base / (prefix + ".XXXXXX")).string();
+    if (!::mkdtemp(pattern.data()))
+        throw_errno("cannot create a temporary directory in " + base.string());
+    path_ = pattern;
+}
+
+TempDir::~TempDir() {
+    if (!path_.empty()) {
+        std::error_code ignored;
+        fs::remove_all(path_, ignored);
+    }
+}
+
+} // namespace ktstr
