@@ -1,0 +1,33 @@
+#pragma once
+
+#include "ktstr/vmm/bus.hpp"
+#include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/vm_stop.hpp"
+
+#include <thread>
+
+namespace ktstr {
+
+// One thread running KVM_RUN on one vCPU, handing port and MMIO accesses to the buses,
+// until the VM stops. Exits that end the VM (shutdown, system events, entry failures,
+// internal errors) request the stop with a message saying what happened.
+class VcpuThread {
+  public:
+    VcpuThread(Vcpu& vcpu, const Bus& io, const Bus& mmio, VmStop& stop);
+    VcpuThread(const VcpuThread&) = delete;
+    VcpuThread& operator=(const VcpuThread&) = delete;
+    ~VcpuThread(); // joins; the VM must be stopping
+
+  private:
+    void run_loop();
+    // Returns false when the exit ends the VM.
+    bool handle_exit(std::uint32_t reason);
+
+    Vcpu& vcpu_;
+    const Bus& io_;
+    const Bus& mmio_;
+    VmStop& stop_;
+    std::thread thread_;
+};
+
+} // namespace ktstr

@@ -1,0 +1,29 @@
+#pragma once
+
+#include "ktstr/vmm/bus.hpp"
+#include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/vm_stop.hpp"
+
+#include <chrono>
+#include <optional>
+#include <vector>
+
+namespace ktstr {
+
+// Runs every vCPU on its own thread and the VMM's event loop on this thread until the VM
+// stops: the guest powers off or resets, a vCPU fails, the timeout passes, or SIGINT or
+// SIGTERM arrives. Returns why it stopped; all vCPU threads have ended by then.
+StopReason run_vm(std::vector<Vcpu>& vcpus, const Bus& io, const Bus& mmio, VmStop& stop,
+                  std::optional<std::chrono::milliseconds> timeout);
+
+// A KVM irqfd: writing its eventfd raises `gsi` in the in-kernel irqchip.
+class IrqFd : public InterruptLine {
+  public:
+    IrqFd(const Vm& vm, std::uint32_t gsi);
+    void trigger() override;
+
+  private:
+    UniqueFd fd_;
+};
+
+} // namespace ktstr

@@ -1,0 +1,41 @@
+#pragma once
+
+#include "ktstr/vmm/guest_memory.hpp"
+#include "ktstr/vmm/kvm.hpp"
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace ktstr::x86_64 {
+
+// The RAM layout for `size` bytes: below the MMIO hole, and the rest above 4 GiB.
+std::vector<GuestMemory::Layout> ram_layout(std::uint64_t size);
+
+struct BootImage {
+    std::vector<std::uint8_t> bzimage;
+    std::vector<std::uint8_t> initrd; // may be empty
+    std::string command_line;
+    GuestAddress rsdp{0}; // 0: no ACPI
+};
+
+struct BootInfo {
+    GuestAddress entry;       // the kernel's 64-bit entry point
+    GuestAddress initrd;      // where the initrd was placed
+    std::uint64_t kernel_end; // first byte past the kernel's init_size
+};
+
+// Loads a bzImage (boot protocol 2.12 or newer, 64-bit entry) at 1 MiB, the initrd at the
+// top of low RAM, and writes boot_params (E820 map, command line, initrd, RSDP), the GDT
+// and identity-mapped page tables for the low 4 GiB. Throws UsageError when the image is
+// not a usable bzImage or does not fit.
+BootInfo load_kernel(const GuestMemory& memory, const BootImage& image);
+
+// Puts the boot vCPU in 64-bit mode at the kernel's entry with %rsi = boot_params.
+void setup_boot_vcpu(const Vcpu& vcpu, const BootInfo& boot);
+
+// LINT0 as ExtINT (the legacy PIC) and LINT1 as NMI on a vCPU's in-kernel local APIC.
+void setup_local_apic(const Vcpu& vcpu);
+
+} // namespace ktstr::x86_64

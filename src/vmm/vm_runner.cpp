@@ -1,0 +1,83 @@
+#include "ktstr/vmm/vm_runner.hpp"
+
+#include "ktstr/base/error.hpp"
+#include "ktstr/vmm/vcpu_thread.hpp"
+
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/signal_set.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/use_awaitable.hpp>
+#include <fmt/format.h>
+#include <memory>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <unistd.h>
+
+namespace ktstr {
+
+IrqFd::IrqFd(const Vm& vm, std::uint32_t gsi)
+    : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+    if (!fd_)
+        throw_errno("eventfd");
+    kvm_irqfd irqfd{};
+    irqfd.fd = std::uint32_t(fd_.get());
+    irqfd.gsi = gsi;
+    if (::ioctl(vm.fd(), KVM_IRQFD, &irqfd) != 0)
+        throw_errno(fmt::format("KVM_IRQFD for GSI {}", gsi));
+}
+
+void IrqFd::trigger() {
+    std::uint64_t one = 1;
+    // EAGAIN means the counter is saturated: the interrupt is pending anyway.
+    [[maybe_unused]] ssize_t n = ::write(fd_.get(), &one, sizeof one);
+}
+
+StopReason run_vm(std::vector<Vcpu>& vcpus, const Bus& io, const Bus& mmio, VmStop& stop,
+                  std::optional<std::chrono::milliseconds> timeout) {
+    UniqueFd stopped(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+    if (!stopped)
+        throw_errno("eventfd");
+    stop.set_notify_fd(stopped.get());
+
+    asio::io_context loop(1);
+    asio::signal_set signals(loop, SIGINT, SIGTERM);
+    signals.async_wait([&](const std::error_code& ec, int signal) {
+        if (!ec)
+            stop.request({StopReason::Kind::interrupted,
+                          fmt::format("stopped by {}", signal == SIGINT ? "SIGINT" : "SIGTERM")});
+    });
+    asio::steady_timer deadline(loop);
+    if (timeout) {
+        deadline.expires_after(*timeout);
+        deadline.async_wait([&](const std::error_code& ec) {
+            if (!ec)
+                stop.request({StopReason::Kind::timeout,
+                              fmt::format("timed out after {} s", timeout->count() / 1000.0)});
+        });
+    }
+    // The stop eventfd ends the loop, whoever asked for the stop.
+    asio::posix::stream_descriptor stop_events(loop, ::dup(stopped.get()));
+    std::uint64_t count = 0;
+    stop_events.async_read_some(asio::buffer(&count, sizeof count),
+                                [&](const std::error_code&, std::size_t) { loop.stop(); });
+    {
+        std::vector<std::unique_ptr<VcpuThread>> threads;
+        try {
+            for (auto& vcpu : vcpus)
+                threads.push_back(std::make_unique<VcpuThread>(vcpu, io, mmio, stop));
+        } catch (const std::exception& e) {
+            stop.request({StopReason::Kind::error, e.what()});
+        }
+        if (!stop.requested())
+            loop.run();
+        stop.request({StopReason::Kind::error, "the event loop ended unexpectedly"});
+    } // joins every vCPU thread
+    stop.set_notify_fd(-1);
+    return *stop.reason();
+}
+
+} // namespace ktstr
