@@ -96,9 +96,13 @@ fs::path find_static_busybox() {
 fs::path l1_initramfs(const KernelChoice& kernel) {
     fs::path busybox = find_static_busybox();
     std::string init = replace_all(kL1Init, "@MOUNT_OPTIONS@", kMountOptions);
+    // Rebuilt when the init script, the kernel or busybox changes.
+    auto stamp = [](const fs::path& file) {
+        return file.string() + ":" + std::to_string(fs::file_size(file)) + ":" +
+               std::to_string(fs::last_write_time(file).time_since_epoch().count());
+    };
     std::string key = fmt::format(
-        "{:016x}", std::hash<std::string>{}(init + kernel.image.string() + busybox.string() +
-                                            std::to_string(fs::file_size(busybox))));
+        "{:016x}", std::hash<std::string>{}(init + stamp(kernel.image) + stamp(busybox)));
     fs::path cache_dir = ktstr_cache_dir() / "sandbox";
     fs::path cached = cache_dir / ("l1-" + key + ".cpio");
     if (fs::exists(cached))
