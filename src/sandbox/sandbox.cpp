@@ -185,7 +185,7 @@ int run_emulated(const SandboxOptions& options) {
         qemu->string(), "-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt", "-smp", "2",
         "-m", "4G", "-M", "pc", "-nodefaults", "-no-reboot", "-display", "none",
         "-kernel", kernel.image.string(), "-initrd", initramfs.string(),
-        "-append", "console=ttyS0 quiet panic=-1 rdinit=/init",
+        "-append", "console=ttyS0 quiet panic=-1 rdinit=/init mitigations=off",
         "-serial", "file:" + (run_dir.path() / "console.log").string(),
     };
     // The command's output reaches ours through pipes (fds 3 and 4 in QEMU), so that it is
