@@ -55,9 +55,17 @@ done < /run/ktstr/shares
 stty -F /dev/ttyS1 raw -echo
 stty -F /dev/ttyS2 raw -echo
 cp /run/ktstr/command.sh /host/tmp/.ktstr-command.sh
-if [ -e /run/ktstr/interactive ]; then input=/dev/ttyS1; else input=/dev/null; fi
-chroot /host /bin/sh /tmp/.ktstr-command.sh < $input > /dev/ttyS1 2> /dev/ttyS2
-echo $? > /run/ktstr/status
+run() { chroot /host /bin/sh /tmp/.ktstr-command.sh; echo $? > /run/ktstr/status; }
+if [ -e /run/ktstr/interactive ]; then
+  run < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS2
+else
+  # Pipes, not terminals, as the command would see under a test runner on the host.
+  mkfifo /stdout /stderr
+  cat /stdout > /dev/ttyS1 &
+  cat /stderr > /dev/ttyS2 &
+  run < /dev/null > /stdout 2> /stderr
+  wait
+fi
 sync
 poweroff -f
 )";
