@@ -131,6 +131,11 @@ void write_gdt(const GuestMemory& memory) {
 
 } // namespace
 
+void write_long_mode_tables(const GuestMemory& memory) {
+    write_page_tables(memory);
+    write_gdt(memory);
+}
+
 std::vector<GuestMemory::Layout> ram_layout(std::uint64_t size) {
     std::uint64_t low = std::min(size, kMmioHoleStart.raw());
     std::vector<GuestMemory::Layout> layout = {{GuestAddress(0), low}};
@@ -200,8 +205,7 @@ BootInfo load_kernel(const GuestMemory& memory, const BootImage& image) {
     store<std::uint64_t>(params, kAcpiRsdpAddr, image.rsdp.raw());
     write_e820(params, memory);
     memory.write_bytes(kBootParams, params);
-    write_page_tables(memory);
-    write_gdt(memory);
+    write_long_mode_tables(memory);
     return {kKernel + kEntry64Offset, initrd, kernel_end};
 }
 

@@ -32,6 +32,9 @@ struct BootInfo {
 // not a usable bzImage or does not fit.
 BootInfo load_kernel(const GuestMemory& memory, const BootImage& image);
 
+// Identity-mapped page tables for the low 4 GiB and a GDT with flat 64-bit segments.
+void write_long_mode_tables(const GuestMemory& memory);
+
 // Puts the boot vCPU in 64-bit mode at the kernel's entry with %rsi = boot_params.
 void setup_boot_vcpu(const Vcpu& vcpu, const BootInfo& boot);
 
