@@ -1,0 +1,42 @@
+#pragma once
+
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace ktstr {
+
+// What the dynamic loader reads from an ELF file before running it.
+struct ElfDependencies {
+    bool dynamic = false;
+    std::optional<std::string> interpreter; // PT_INTERP
+    std::vector<std::string> needed;        // DT_NEEDED, in order
+    std::vector<std::string> rpath;         // DT_RPATH, split at ':'
+    std::vector<std::string> runpath;       // DT_RUNPATH, split at ':'
+};
+
+// Throws Error when `file` is not an ELF file.
+ElfDependencies read_elf_dependencies(const std::filesystem::path& file);
+
+// Resolves library names the way ld.so does on this host: DT_RPATH (only without
+// DT_RUNPATH), DT_RUNPATH, the ld.so cache (as `ldconfig -p` lists it), then the default
+// directories; $ORIGIN expands to the directory of the object that asks.
+class LibraryResolver {
+  public:
+    LibraryResolver();
+
+    // The program, its interpreter and every library it needs, transitively: each as the
+    // path ld.so would open, first use first. Throws Error naming a library not found.
+    std::vector<std::filesystem::path> closure(const std::filesystem::path& program) const;
+
+  private:
+    std::optional<std::filesystem::path> find(const std::string& name,
+                                              const ElfDependencies& requester,
+                                              const std::filesystem::path& origin) const;
+
+    std::map<std::string, std::filesystem::path> cache_; // soname -> path
+};
+
+} // namespace ktstr
