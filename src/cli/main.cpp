@@ -2,6 +2,7 @@
 #include "ktstr/base/arch.hpp"
 #include "ktstr/base/error.hpp"
 #include "ktstr/kernel/debian_kernel.hpp"
+#include "ktstr/harness/run.hpp"
 #include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/sandbox/sandbox.hpp"
 #include "ktstr/vmm/self_check.hpp"
@@ -85,6 +86,25 @@ int main(int argc, char** argv) {
                       "Use the emulated guest even when this host has /dev/kvm");
     sandbox->footer("Usage: ktstr sandbox [OPTIONS] -- CMD [ARGS...]");
 
+    RunOptions run_options;
+    auto* run = app.add_subcommand(
+        "run", "Boot a kernel with a synthetic CPU topology and run a command inside; exits "
+               "with the command's status");
+    run->add_option("--kernel", run_options.kernel,
+                    "Kernel image path or cached version (default: newest cached)");
+    run->add_option("--topology", run_options.topology,
+                    "NnNlNcNt: NUMA nodes, LLCs, cores per LLC, threads per core")
+        ->capture_default_str();
+    run->add_option("--memory", run_options.memory, "Guest memory, e.g. 512M or 2G")
+        ->capture_default_str();
+    run->add_option("--timeout", run_options.timeout, "Stop the guest after this long, e.g. 60s")
+        ->capture_default_str();
+    run->add_option("--include", run_options.includes,
+                    "Extra files for the guest, at the same paths (programs with their libraries)");
+    run->add_option("--cmdline", run_options.extra_cmdline, "Extra kernel command line");
+    run->add_flag("-v,--verbose", run_options.verbose, "Show the guest kernel's console");
+    run->footer("Usage: ktstr run [OPTIONS] -- CMD [ARGS...]");
+
     auto* selfcheck = app.add_subcommand(
         "selfcheck", "Boot a few bytes of guest code in KVM and check its port I/O and halt");
 
@@ -113,8 +133,8 @@ int main(int argc, char** argv) {
     }
 
     try {
-        if (!command.empty() && !sandbox->parsed())
-            throw UsageError("'--' and a command are for 'ktstr sandbox' only");
+        if (!command.empty() && !sandbox->parsed() && !run->parsed())
+            throw UsageError("'--' and a command are for 'ktstr run' and 'ktstr sandbox' only");
         if (fetch->parsed()) {
             fetch_debian_kernel(KernelCache(), parse_arch(arch_text), if_missing, std::cout);
             return 0;
@@ -126,6 +146,22 @@ int main(int argc, char** argv) {
             sandbox_options.kernel = kernel_spec;
             sandbox_options.command = command;
             return run_in_sandbox(sandbox_options);
+        }
+        if (run->parsed()) {
+            run_options.command = command;
+            if (run_options.command.empty())
+                throw UsageError("run: no command given (usage: ktstr run [options] -- CMD "
+                                 "[ARGS...])");
+            if (!host_kvm_runs_guests()) {
+                if (std::getenv("KTSTR_IN_SANDBOX"))
+                    throw Error("KVM does not work even inside the sandbox");
+                // Same command, same arguments, where KVM works.
+                SandboxOptions nested;
+                nested.command = {fs::read_symlink("/proc/self/exe").string()};
+                nested.command.insert(nested.command.end(), argv + 1, argv + argc);
+                return run_in_sandbox(nested);
+            }
+            return run_in_vm(run_options);
         }
         if (selfcheck->parsed())
             return self_check();

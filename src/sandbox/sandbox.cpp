@@ -10,6 +10,7 @@
 #include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/kernel/module_tree.hpp"
 #include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/self_check.hpp"
 
 #include <csignal>
 #include <fcntl.h>
@@ -154,6 +155,7 @@ std::string command_script(const std::vector<std::string>& command) {
         if (valid && name != "PWD" && name != "OLDPWD" && name != "SHLVL" && name != "_")
             script += "export " + name + "=" + shell_quote(entry.substr(eq + 1)) + "\n";
     }
+    script += "export KTSTR_IN_SANDBOX=1\n";
     script += "exec";
     for (const auto& arg : command)
         script += " " + shell_quote(arg);
@@ -225,8 +227,8 @@ int run_emulated(const SandboxOptions& options) {
     }
     write_file_atomic(run_dir.path() / "shares", shares);
 
-    std::cerr << "ktstr sandbox: no /dev/kvm on this host; running under nested KVM in a QEMU "
-                 "TCG guest (timings are emulated)"
+    std::cerr << "ktstr sandbox: " << (Kvm::usable() ? "this host's /dev/kvm cannot run guests" : "no /dev/kvm on this host")
+              << "; running under nested KVM in a QEMU TCG guest (timings are emulated)"
               << std::endl;
     UniqueFd qemu_log(::open((run_dir.path() / "qemu.log").c_str(),
                              O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -266,6 +268,17 @@ int run_emulated(const SandboxOptions& options) {
 
 } // namespace
 
+bool host_kvm_runs_guests() {
+    if (!Kvm::usable())
+        return false;
+#if defined(__x86_64__)
+    std::string why;
+    return kvm_runs_64bit_guests(why);
+#else
+    return true;
+#endif
+}
+
 std::string shell_quote(const std::string& word) {
     std::string quoted = "'";
     for (char c : word)
@@ -278,9 +291,10 @@ int run_in_sandbox(const SandboxOptions& options) {
         throw UsageError("sandbox: no command given (usage: ktstr sandbox [options] -- CMD [ARGS...])");
     if (options.kernel) // a bad --kernel is an error wherever the command would run
         choose_kernel(options.kernel, options.arch, KernelCache());
-    if (options.force_emulation || !Kvm::usable())
+    if (options.force_emulation || !host_kvm_runs_guests())
         return run_emulated(options);
-    std::cerr << "ktstr sandbox: this host has /dev/kvm; running the command directly" << std::endl;
+    std::cerr << "ktstr sandbox: this host's /dev/kvm works; running the command directly"
+              << std::endl;
     std::cout.flush();
     std::vector<char*> args;
     for (const auto& arg : options.command)

@@ -23,6 +23,10 @@ struct SandboxOptions {
 // cache writable), its output streams back live, and its exit status is returned.
 int run_in_sandbox(const SandboxOptions& options);
 
+// Whether /dev/kvm here can run real guests (on x86-64: 64-bit code with VEX-encoded
+// instructions, which some nested setups cannot).
+bool host_kvm_runs_guests();
+
 // Quotes `word` for a POSIX shell.
 std::string shell_quote(const std::string& word);
 

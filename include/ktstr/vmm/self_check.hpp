@@ -27,4 +27,10 @@ struct SelfCheckReport {
 // write a byte to an I/O port and halt. Proves KVM works end to end on this host.
 SelfCheckReport run_kvm_self_check();
 
+// Whether this host's KVM runs 64-bit guest code at full speed, VEX-encoded instructions
+// (BMI2, used by the kernel's decompressor) included. Some nested setups expose a /dev/kvm
+// that cannot: the guest's first such instruction ends in a KVM emulation error. On
+// failure `why` says what happened.
+bool kvm_runs_64bit_guests(std::string& why);
+
 } // namespace ktstr

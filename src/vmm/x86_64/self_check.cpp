@@ -2,6 +2,9 @@
 
 #include "ktstr/vmm/guest_memory.hpp"
 #include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/x86_64/boot.hpp"
+#include "ktstr/vmm/x86_64/cpuid.hpp"
+#include "ktstr/vmm/x86_64/layout.hpp"
 
 #include <array>
 #include <fmt/format.h>
@@ -73,6 +76,49 @@ SelfCheckReport run_kvm_self_check() {
             break;
     }
     return report;
+}
+
+bool kvm_runs_64bit_guests(std::string& why) {
+    try {
+        Kvm kvm;
+        Vm vm(kvm);
+        GuestMemory memory({{GuestAddress(0), 4ull << 20}});
+        vm.map_memory(memory);
+        x86_64::write_long_mode_tables(memory);
+        // mov eax, 1; mov ecx, 4; shlx eax, eax, ecx; mov dx, 0x3f8; out dx, al; hlt
+        const std::array<std::uint8_t, 21> code{0xb8, 0x01, 0x00, 0x00, 0x00, 0xb9, 0x04,
+                                                0x00, 0x00, 0x00, 0xc4, 0xe2, 0x71, 0xf7,
+                                                0xc0, 0x66, 0xba, 0xf8, 0x03, 0xee, 0xf4};
+        memory.write_bytes(x86_64::kKernel, code);
+        Vcpu vcpu = vm.create_vcpu(0);
+        // KVM refuses long mode to a vCPU whose CPUID lacks it.
+        set_vcpu_cpuid(vcpu, supported_cpuid(kvm));
+        x86_64::setup_boot_vcpu(vcpu, {x86_64::kKernel, GuestAddress(0), 0});
+        for (int exits = 0; exits < 8; ++exits) {
+            std::uint32_t reason = vcpu.run();
+            if (reason == KVM_EXIT_INTR)
+                continue;
+            const kvm_run& run = vcpu.state();
+            if (reason == KVM_EXIT_IO) {
+                auto value = reinterpret_cast<const std::uint8_t*>(&run)[run.io.data_offset];
+                if (value != 0x10) {
+                    why = fmt::format("shlx computed {:#x}, not 0x10", value);
+                    return false;
+                }
+                continue;
+            }
+            if (reason == KVM_EXIT_HLT)
+                return true;
+            why = reason == KVM_EXIT_INTERNAL_ERROR
+                      ? "KVM cannot run VEX-encoded instructions in guests (emulation error)"
+                      : fmt::format("unexpected KVM exit {}", reason);
+            return false;
+        }
+        why = "the probe guest did not halt";
+    } catch (const std::exception& e) {
+        why = e.what();
+    }
+    return false;
 }
 
 } // namespace ktstr

@@ -1,0 +1,199 @@
+// ktstr's guest init (PID 1): a static program. Mounts the kernel's filesystems, loads the
+// modules it is given, runs the command with its output framed to the host, sends the exit
+// status, and resets the machine (the kernel runs with reboot=k: the VMM sees the reset).
+#include "ktstr/harness/guest_protocol.hpp"
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fcntl.h>
+#include <fstream>
+#include <poll.h>
+#include <string>
+#include <sys/mount.h>
+#include <sys/reboot.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <termios.h>
+#include <unistd.h>
+#include <vector>
+
+namespace proto = ktstr::guest_protocol;
+
+namespace {
+
+int channel = -1;
+
+void write_all(int fd, const void* data, std::size_t size) {
+    auto* bytes = static_cast<const char*>(data);
+    while (size > 0) {
+        ssize_t n = ::write(fd, bytes, size);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return;
+        bytes += n;
+        size -= std::size_t(n);
+    }
+}
+
+void send_frame(proto::FrameKind kind, const void* data, std::uint32_t size) {
+    std::uint8_t header[proto::kHeaderSize] = {std::uint8_t(kind), std::uint8_t(size),
+                                               std::uint8_t(size >> 8), std::uint8_t(size >> 16),
+                                               std::uint8_t(size >> 24)};
+    write_all(channel, header, sizeof header);
+    write_all(channel, data, size);
+}
+
+[[noreturn]] void reset_machine() {
+    ::sync();
+    ::reboot(RB_AUTOBOOT);
+    for (;;)
+        ::pause();
+}
+
+[[noreturn]] void fail(const std::string& message) {
+    std::string text = message + (errno ? std::string(": ") + std::strerror(errno) : "");
+    if (channel >= 0)
+        send_frame(proto::FrameKind::init_error, text.data(), std::uint32_t(text.size()));
+    else
+        std::fprintf(stderr, "ktstr init: %s\n", text.c_str());
+    reset_machine();
+}
+
+void mount_filesystems() {
+    struct Mount {
+        const char* source;
+        const char* target;
+        const char* type;
+    };
+    const Mount mounts[] = {
+        {"proc", "/proc", "proc"},          {"sysfs", "/sys", "sysfs"},
+        {"devtmpfs", "/dev", "devtmpfs"},   {"tmpfs", "/tmp", "tmpfs"},
+        {"tmpfs", "/run", "tmpfs"},         {"cgroup2", "/sys/fs/cgroup", "cgroup2"},
+        {"debugfs", "/sys/kernel/debug", "debugfs"},
+        {"tracefs", "/sys/kernel/tracing", "tracefs"},
+    };
+    for (const auto& m : mounts) {
+        ::mkdir(m.target, 0755);
+        if (::mount(m.source, m.target, m.type, 0, nullptr) != 0 && errno != EBUSY)
+            fail(std::string("cannot mount ") + m.target);
+    }
+}
+
+void load_modules() {
+    std::ifstream list(proto::kModulesFile);
+    for (std::string path; std::getline(list, path);) {
+        int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            fail("cannot open module " + path);
+        // MODULE_INIT_COMPRESSED_FILE: the kernel decompresses .ko.xz itself.
+        int flags = path.ends_with(".xz") ? 4 : 0;
+        if (::syscall(SYS_finit_module, fd, "", flags) != 0 && errno != EEXIST)
+            fail("cannot load module " + path);
+        ::close(fd);
+    }
+}
+
+int open_channel() {
+    int fd = ::open("/dev/ttyS1", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        fail("cannot open /dev/ttyS1");
+    termios raw{};
+    if (::tcgetattr(fd, &raw) == 0) {
+        ::cfmakeraw(&raw);
+        ::tcsetattr(fd, TCSANOW, &raw);
+    }
+    return fd;
+}
+
+std::vector<std::string> read_command() {
+    std::ifstream in(proto::kCommandFile, std::ios::binary);
+    std::vector<std::string> argv;
+    for (std::string arg; std::getline(in, arg, '\0');)
+        argv.push_back(arg);
+    if (argv.empty())
+        fail("no command in the initramfs");
+    return argv;
+}
+
+int run(const std::vector<std::string>& argv) {
+    int out[2], err[2];
+    if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
+        fail("pipe");
+    pid_t child = ::fork();
+    if (child < 0)
+        fail("fork");
+    if (child == 0) {
+        ::setsid();
+        int null = ::open("/dev/null", O_RDONLY);
+        ::dup2(null, 0);
+        ::dup2(out[1], 1);
+        ::dup2(err[1], 2);
+        std::vector<char*> args;
+        for (const auto& arg : argv)
+            args.push_back(const_cast<char*>(arg.c_str()));
+        args.push_back(nullptr);
+        ::execvp(args[0], args.data());
+        std::fprintf(stderr, "ktstr init: cannot run %s: %s\n", args[0], std::strerror(errno));
+        ::_exit(errno == ENOENT ? 127 : 126);
+    }
+    ::close(out[1]);
+    ::close(err[1]);
+
+    pollfd fds[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+    const proto::FrameKind kinds[2] = {proto::FrameKind::stdout_data,
+                                       proto::FrameKind::stderr_data};
+    std::vector<char> buffer(proto::kMaxPayload);
+    int open_streams = 2;
+    while (open_streams > 0) {
+        if (::poll(fds, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            fail("poll");
+        }
+        for (int i = 0; i < 2; ++i) {
+            if (fds[i].fd < 0 || !(fds[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            ssize_t n = ::read(fds[i].fd, buffer.data(), buffer.size());
+            if (n > 0) {
+                send_frame(kinds[i], buffer.data(), std::uint32_t(n));
+            } else if (n == 0 || errno != EINTR) {
+                ::close(fds[i].fd);
+                fds[i].fd = -1;
+                --open_streams;
+            }
+        }
+    }
+    // PID 1 reaps everything; the command's own status is the one that counts.
+    int status = 0;
+    for (;;) {
+        int reaped_status;
+        pid_t pid = ::waitpid(-1, &reaped_status, 0);
+        if (pid == child)
+            status = reaped_status;
+        if (pid < 0 && errno != EINTR)
+            break;
+        if (pid == child)
+            break;
+    }
+    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+} // namespace
+
+int main() {
+    mount_filesystems();
+    channel = open_channel();
+    load_modules();
+    std::ifstream library_path(proto::kLibraryPathFile);
+    if (std::string dirs; std::getline(library_path, dirs))
+        ::setenv("LD_LIBRARY_PATH", dirs.c_str(), 1);
+    ::setenv("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/ktstr/bin", 1);
+    ::setenv("HOME", "/root", 1);
+    ::chdir("/");
+    std::int32_t status = run(read_command());
+    send_frame(proto::FrameKind::exit_status, &status, sizeof status);
+    reset_machine();
+}

@@ -1,0 +1,25 @@
+#pragma once
+
+// What the guest init sends the host over its channel (a serial port or virtio-console):
+// frames of [kind: u8][length: u32 little-endian][payload]. Shared by both sides.
+
+#include <cstdint>
+
+namespace ktstr::guest_protocol {
+
+enum class FrameKind : std::uint8_t {
+    stdout_data = 1, // the command's standard output
+    stderr_data = 2, // the command's standard error
+    exit_status = 3, // payload: i32, the shell's convention (128 + signal)
+    init_error = 4,  // payload: text; init could not run the command
+};
+
+inline constexpr std::uint32_t kMaxPayload = 1 << 16;
+inline constexpr std::uint32_t kHeaderSize = 5;
+
+// Files the host puts in the initramfs for init.
+inline constexpr const char* kCommandFile = "/ktstr/command"; // argv, NUL-terminated each
+inline constexpr const char* kModulesFile = "/ktstr/modules"; // module paths, one a line
+inline constexpr const char* kLibraryPathFile = "/ktstr/library-path";
+
+} // namespace ktstr::guest_protocol

@@ -1,0 +1,33 @@
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace ktstr {
+
+struct RunOptions {
+    std::optional<std::string> kernel; // image path or cached version; newest cached otherwise
+    std::string topology = "1n1l2c1t";
+    std::string memory = "1G";
+    std::string timeout = "120s";
+    std::vector<std::string> includes;
+    std::string extra_cmdline;
+    bool verbose = false; // echo the guest kernel's console
+    std::vector<std::string> command;
+};
+
+// "512M", "2G", "1536K" (binary units) -> bytes; throws UsageError.
+std::uint64_t parse_memory_size(std::string_view text);
+// "20s", "2m", "500ms", "1h", or plain seconds; throws UsageError.
+std::chrono::milliseconds parse_duration(std::string_view text);
+
+// Boots the kernel with the topology, runs the command inside, streams its output and
+// returns its exit status; a guest that panics, hangs past the timeout or breaks gets a
+// message on stderr and a non-zero status.
+int run_in_vm(const RunOptions& options);
+
+} // namespace ktstr

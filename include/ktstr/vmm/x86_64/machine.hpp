@@ -1,0 +1,33 @@
+#pragma once
+
+#include "ktstr/vmm/topology.hpp"
+#include "ktstr/vmm/vm_stop.hpp"
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace ktstr::x86_64 {
+
+struct MachineConfig {
+    Topology topology = Topology(1, 1, 1, 1);
+    std::uint64_t memory_bytes = 512ull << 20;
+    bool hugepages = false;
+    std::vector<std::uint8_t> bzimage;
+    std::vector<std::uint8_t> initrd;
+    std::string command_line;
+    std::optional<std::chrono::milliseconds> timeout;
+    // Where the guest's COM1 (kernel console) and COM2 bytes go.
+    std::function<void(std::span<const std::uint8_t>)> com1_output;
+    std::function<void(std::span<const std::uint8_t>)> com2_output;
+};
+
+// Builds an x86-64 VM from the parts (memory, irqchip, devices, vCPUs), boots the kernel
+// and runs it until it stops.
+StopReason run_machine(const MachineConfig& config);
+
+} // namespace ktstr::x86_64

@@ -1,0 +1,230 @@
+#include "ktstr/harness/run.hpp"
+
+#include "ktstr/base/error.hpp"
+#include "ktstr/base/files.hpp"
+#include "ktstr/base/process.hpp"
+#include "ktstr/harness/guest_channel.hpp"
+#include "ktstr/harness/guest_protocol.hpp"
+#include "ktstr/initramfs/cpio.hpp"
+#include "ktstr/initramfs/shared_libraries.hpp"
+#include "ktstr/kernel/kernel_cache.hpp"
+#include "ktstr/vmm/topology.hpp"
+#include "ktstr/vmm/x86_64/machine.hpp"
+
+#include <charconv>
+#include <fmt/format.h>
+#include <iostream>
+#include <mutex>
+#include <set>
+#include <sstream>
+#include <unistd.h>
+
+namespace fs = std::filesystem;
+
+namespace ktstr {
+namespace {
+
+constexpr std::uint64_t kMinMemory = 128ull << 20;
+constexpr std::size_t kConsoleTail = 64 * 1024;
+constexpr const char* kBusybox = "/bin/busybox";
+
+// The command line ktstr gives every guest: console on COM1, reset through the i8042 on
+// reboot, no PCI, nothing slow that a test VM does not need.
+constexpr const char* kBaseCmdline =
+    "console=ttyS0 quiet reboot=k panic=-1 pci=off mitigations=off no_timer_check "
+    "clocksource=kvm-clock i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd rdinit=/init";
+
+std::pair<std::uint64_t, std::string_view> split_number(std::string_view text) {
+    std::uint64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end == text.data())
+        return {0, {}};
+    return {value, text.substr(std::size_t(end - text.data()))};
+}
+
+fs::path guest_init_path() {
+    fs::path init = fs::read_symlink("/proc/self/exe").parent_path() / "ktstr-guest-init";
+    if (!fs::exists(init))
+        throw Error("the guest init " + init.string() + " is missing (build target ktstr-guest-init)");
+    return init;
+}
+
+// Adds `file` at its own path, and for an ELF program its interpreter and libraries.
+void add_with_libraries(CpioArchive& cpio, const LibraryResolver& resolver, const fs::path& file,
+                        std::set<fs::path>& added, std::set<std::string>& library_dirs) {
+    bool is_elf = read_file(file).starts_with("\x7f" "ELF");
+    std::vector<fs::path> files = is_elf ? resolver.closure(file) : std::vector<fs::path>{file};
+    for (const auto& path : files) {
+        fs::path absolute = fs::absolute(path);
+        if (!added.insert(absolute).second)
+            continue;
+        cpio.add_file(absolute.string(), read_binary_file(fs::canonical(absolute)),
+                      std::uint32_t(fs::status(fs::canonical(absolute)).permissions()) & 0777);
+        if (path != file)
+            library_dirs.insert(absolute.parent_path().string());
+    }
+}
+
+std::vector<std::uint8_t> build_initramfs(const RunOptions& options,
+                                          std::vector<std::string>& guest_argv) {
+    CpioArchive cpio;
+    cpio.add_char_device("dev/console", 5, 1);
+    cpio.add_file("init", read_binary_file(guest_init_path()), 0755);
+    LibraryResolver resolver;
+    std::set<fs::path> added;
+    std::set<std::string> library_dirs;
+
+    // A static busybox with its applets behind the host's programs on PATH: the shell
+    // commands a test writes inline (cat, grep, nproc) work without --include.
+    if (fs::exists(kBusybox)) {
+        cpio.add_file("ktstr/bin/busybox", read_binary_file(kBusybox), 0755);
+        std::istringstream applets(capture_output({kBusybox, "--list"}));
+        for (std::string applet; std::getline(applets, applet);)
+            if (!applet.empty() && applet != "busybox")
+                cpio.add_symlink("ktstr/bin/" + applet, "busybox");
+    }
+
+    guest_argv = options.command;
+    std::string& program = guest_argv.front();
+    if (program.find('/') == std::string::npos) {
+        auto found = find_program(program);
+        if (!found)
+            throw UsageError("command '" + program + "' is not on this host's PATH");
+        program = found->string();
+    } else if (!fs::exists(program)) {
+        throw UsageError("command " + program + " does not exist");
+    }
+    program = fs::absolute(program).string();
+    add_with_libraries(cpio, resolver, program, added, library_dirs);
+    for (const auto& include : options.includes) {
+        if (!fs::is_regular_file(include))
+            throw UsageError("--include " + include + " is not a file");
+        add_with_libraries(cpio, resolver, include, added, library_dirs);
+    }
+
+    std::string argv_file;
+    for (const auto& arg : guest_argv)
+        argv_file += arg + '\0';
+    cpio.add_file(guest_protocol::kCommandFile, argv_file);
+    std::string dirs;
+    for (const auto& dir : library_dirs)
+        dirs += (dirs.empty() ? "" : ":") + dir;
+    cpio.add_file(guest_protocol::kLibraryPathFile, dirs + "\n");
+    cpio.add_file(guest_protocol::kModulesFile, std::string());
+    return cpio.finish();
+}
+
+void write_all(int fd, std::span<const std::uint8_t> bytes) {
+    while (!bytes.empty()) {
+        ssize_t n = ::write(fd, bytes.data(), bytes.size());
+        if (n <= 0)
+            return;
+        bytes = bytes.subspan(std::size_t(n));
+    }
+}
+
+// The part of the console from the panic or oops message on, if the kernel printed one.
+std::string find_panic(const std::string& console) {
+    for (const char* marker : {"Kernel panic", "Oops", "BUG:"}) {
+        auto at = console.find(marker);
+        if (at != std::string::npos)
+            return console.substr(console.rfind('\n', at) == std::string::npos
+                                      ? 0
+                                      : console.rfind('\n', at) + 1);
+    }
+    return {};
+}
+
+} // namespace
+
+std::uint64_t parse_memory_size(std::string_view text) {
+    auto [value, unit] = split_number(text);
+    std::uint64_t shift = unit == "K" || unit == "k"   ? 10
+                          : unit == "M" || unit == "m" ? 20
+                          : unit == "G" || unit == "g" ? 30
+                                                       : 64;
+    if (unit.empty() || shift == 64 || value == 0)
+        throw UsageError("memory size '" + std::string(text) + "' is not like 512M or 2G");
+    if (value > (1ull << (63 - shift)))
+        throw UsageError("memory size '" + std::string(text) + "' is too large");
+    std::uint64_t bytes = value << shift;
+    if (bytes < kMinMemory)
+        throw UsageError(fmt::format("memory size {} is too small: a guest needs at least {} MiB",
+                                     text, kMinMemory >> 20));
+    if (bytes % (2ull << 20) != 0)
+        throw UsageError(fmt::format("memory size {} is not a multiple of 2 MiB", text));
+    return bytes;
+}
+
+std::chrono::milliseconds parse_duration(std::string_view text) {
+    auto [value, unit] = split_number(text);
+    std::uint64_t ms_per_unit = unit == "ms" ? 1
+                                : unit == "s" || unit.empty() ? 1000
+                                : unit == "m"                 ? 60'000
+                                : unit == "h"                 ? 3'600'000
+                                                              : 0;
+    if (ms_per_unit == 0 || value == 0 || text.empty())
+        throw UsageError("duration '" + std::string(text) + "' is not like 20s, 2m or 500ms");
+    return std::chrono::milliseconds(value * ms_per_unit);
+}
+
+int run_in_vm(const RunOptions& options) {
+    if (options.command.empty())
+        throw UsageError("no command given (usage: ktstr run [options] -- CMD [ARGS...])");
+    x86_64::MachineConfig config;
+    config.topology = Topology::parse(options.topology);
+    config.memory_bytes = parse_memory_size(options.memory);
+    config.timeout = parse_duration(options.timeout);
+    KernelChoice kernel = choose_kernel(options.kernel, Arch::x86_64, KernelCache());
+    check_kernel_image(kernel.image, Arch::x86_64);
+    config.bzimage = read_binary_file(kernel.image);
+    std::vector<std::string> guest_argv;
+    config.initrd = build_initramfs(options, guest_argv);
+    config.command_line = kBaseCmdline;
+    if (!options.extra_cmdline.empty())
+        config.command_line += " " + options.extra_cmdline;
+
+    std::mutex console_mutex;
+    std::string console;
+    config.com1_output = [&](std::span<const std::uint8_t> bytes) {
+        std::lock_guard lock(console_mutex);
+        console.append(bytes.begin(), bytes.end());
+        if (console.size() > 2 * kConsoleTail)
+            console.erase(0, console.size() - kConsoleTail);
+        if (options.verbose)
+            write_all(STDERR_FILENO, bytes);
+    };
+    GuestChannelDecoder channel({[](auto bytes) { write_all(STDOUT_FILENO, bytes); },
+                                 [](auto bytes) { write_all(STDERR_FILENO, bytes); }});
+    config.com2_output = [&](std::span<const std::uint8_t> bytes) { channel.feed(bytes); };
+
+    StopReason stop = x86_64::run_machine(config);
+
+    std::lock_guard lock(console_mutex);
+    if (auto status = channel.exit_status())
+        return *status;
+    auto fail = [&](const std::string& message, int code) {
+        std::cerr << "ktstr: " << message << "\n";
+        return code;
+    };
+    if (!channel.init_error().empty())
+        return fail("the guest init failed: " + channel.init_error(), 1);
+    if (!channel.broken().empty())
+        return fail(channel.broken(), 1);
+    if (std::string panic = find_panic(console); !panic.empty())
+        return fail("the guest kernel panicked:\n" + panic, 1);
+    switch (stop.kind) {
+    case StopReason::Kind::timeout:
+        return fail(fmt::format("the guest did not finish in {}: {}; stopped it", options.timeout,
+                                stop.message),
+                    124);
+    case StopReason::Kind::interrupted:
+        return fail(stop.message, 130);
+    default:
+        if (!options.verbose && !console.empty())
+            std::cerr << console.substr(console.size() > 4000 ? console.size() - 4000 : 0);
+        return fail("the guest stopped before the command finished: " + stop.message, 1);
+    }
+}
+
+} // namespace ktstr

@@ -1,0 +1,140 @@
+#include "ktstr/vmm/x86_64/machine.hpp"
+
+#include "ktstr/base/error.hpp"
+#include "ktstr/devices/acpi_pm.hpp"
+#include "ktstr/devices/cmos_rtc.hpp"
+#include "ktstr/devices/i8042.hpp"
+#include "ktstr/devices/serial.hpp"
+#include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/vm_runner.hpp"
+#include "ktstr/vmm/x86_64/acpi.hpp"
+#include "ktstr/vmm/x86_64/boot.hpp"
+#include "ktstr/vmm/x86_64/cpuid.hpp"
+#include "ktstr/vmm/x86_64/layout.hpp"
+
+#include <fmt/format.h>
+#include <sys/ioctl.h>
+
+namespace ktstr::x86_64 {
+
+namespace {
+
+constexpr std::uint16_t kCom1 = 0x3f8, kCom2 = 0x2f8;
+constexpr std::uint32_t kCom1Irq = 4, kCom2Irq = 3;
+
+void require_capabilities(const Kvm& kvm) {
+    const std::pair<unsigned long, const char*> needed[] = {
+        {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
+        {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+        {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
+        {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"},
+        {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
+        {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
+        {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+        {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
+    };
+    std::string missing;
+    for (auto [capability, name] : needed)
+        if (!kvm.check_extension(capability))
+            missing += std::string(missing.empty() ? "" : ", ") + name;
+    if (!missing.empty())
+        throw Error("this host's KVM lacks " + missing);
+}
+
+// RAM split evenly over the NUMA nodes in address order, in 2 MiB steps; the last node
+// takes what does not divide evenly.
+std::vector<NumaMemoryRange> split_memory_by_node(const GuestMemory& memory,
+                                                  const Topology& topology) {
+    constexpr std::uint64_t kStep = 2ull << 20;
+    std::uint64_t share = memory.total_size() / topology.nodes() / kStep * kStep;
+    if (share == 0)
+        throw UsageError(fmt::format("{} MiB of memory cannot be split over {} NUMA nodes",
+                                     memory.total_size() >> 20, topology.nodes()));
+    std::vector<NumaMemoryRange> ranges;
+    std::uint32_t node = 0;
+    std::uint64_t left_in_node = share;
+    for (const auto& region : memory.regions()) {
+        GuestAddress at = region.start;
+        std::uint64_t left = region.size;
+        while (left > 0) {
+            bool last_node = node + 1 == topology.nodes();
+            std::uint64_t size = last_node ? left : std::min(left, left_in_node);
+            ranges.push_back({at, size, node});
+            at = at + size;
+            left -= size;
+            left_in_node -= std::min(left_in_node, size);
+            if (left_in_node == 0 && !last_node) {
+                ++node;
+                left_in_node = share;
+            }
+        }
+    }
+    return ranges;
+}
+
+void vm_ioctl(const Vm& vm, unsigned long request, unsigned long arg, const char* name) {
+    if (::ioctl(vm.fd(), request, arg) != 0)
+        throw_errno(name);
+}
+
+} // namespace
+
+StopReason run_machine(const MachineConfig& config) {
+    const Topology& topology = config.topology;
+    if (topology.needs_x2apic())
+        throw UsageError(fmt::format("topology {} needs APIC IDs up to {}; x2APIC with a split "
+                                     "irqchip is not supported yet (at most 254)",
+                                     topology.to_string(), topology.max_apic_id()));
+    Kvm kvm;
+    require_capabilities(kvm);
+    Vm vm(kvm);
+    vm_ioctl(vm, KVM_SET_TSS_ADDR, kTss.raw(), "KVM_SET_TSS_ADDR");
+    std::uint64_t identity_map = kIdentityMap.raw();
+    vm_ioctl(vm, KVM_SET_IDENTITY_MAP_ADDR, reinterpret_cast<unsigned long>(&identity_map),
+             "KVM_SET_IDENTITY_MAP_ADDR");
+    vm_ioctl(vm, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
+    kvm_pit_config pit{};
+    pit.flags = KVM_PIT_SPEAKER_DUMMY;
+    vm_ioctl(vm, KVM_CREATE_PIT2, reinterpret_cast<unsigned long>(&pit), "KVM_CREATE_PIT2");
+
+    GuestMemory memory(ram_layout(config.memory_bytes), config.hugepages);
+    vm.map_memory(memory);
+
+    AcpiConfig acpi{topology, split_memory_by_node(memory, topology)};
+    AcpiTables tables = build_acpi_tables(acpi, kAcpiTables);
+    if (tables.bytes.size() > kAcpiTablesMax)
+        throw Error("the ACPI tables outgrew their reserved area");
+    memory.write_bytes(kAcpiTables, tables.bytes);
+
+    BootInfo boot = load_kernel(memory, {config.bzimage, config.initrd, config.command_line,
+                                         tables.rsdp});
+
+    VmStop stop;
+    Bus io, mmio;
+    io.insert(kCom1, Serial16550::kRegisterCount,
+              std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom1Irq),
+                                            config.com1_output));
+    io.insert(kCom2, Serial16550::kRegisterCount,
+              std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom2Irq),
+                                            config.com2_output));
+    io.insert(I8042::kBase, I8042::kLength, std::make_shared<I8042>([&stop] {
+                  stop.request({StopReason::Kind::reset, "the guest reset the machine (i8042)"});
+              }));
+    io.insert(CmosRtc::kBase, CmosRtc::kLength, std::make_shared<CmosRtc>());
+    io.insert(kAcpiPm1EventPort, AcpiPmRegisters::kLength,
+              std::make_shared<AcpiPmRegisters>([&stop] {
+                  stop.request({StopReason::Kind::poweroff, "the guest powered off (ACPI)"});
+              }));
+
+    auto supported = supported_cpuid(kvm);
+    std::vector<Vcpu> vcpus;
+    for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
+        vcpus.push_back(vm.create_vcpu(topology.apic_id(cpu)));
+        set_vcpu_cpuid(vcpus.back(), vcpu_cpuid(supported, topology, cpu));
+        setup_local_apic(vcpus.back());
+    }
+    setup_boot_vcpu(vcpus.front(), boot);
+    return run_vm(vcpus, io, mmio, stop, config.timeout);
+}
+
+} // namespace ktstr::x86_64
