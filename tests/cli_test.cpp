@@ -16,6 +16,14 @@ TEST_CASE("bad input gets one line and exit status 2", "[cli]") {
         {"sandbox --emulate --kernel 0.0.1-nope -- true", "0.0.1-nope"},
         {"kernel list --bogus", "--bogus"},
         {"", "subcommand"},
+        {"run --kernel /no/such/vmlinuz -- true", "/no/such/vmlinuz"},
+        {"run --kernel /etc/passwd -- true", "bzImage"},
+        {"run --topology 0n1l1c1t -- true", "0n1l1c1t"},
+        {"run --topology 2n3l2c1t -- true", "spread evenly"},
+        {"run --memory 1M -- true", "1M"},
+        {"run --timeout soon -- true", "soon"},
+        {"run", "no command"},
+        {"run -- /no/such/program", "/no/such/program"},
     }));
     CAPTURE(args);
     auto result = test::run_shell(std::string(KTSTR_BINARY) + " " + args);
@@ -29,7 +37,7 @@ TEST_CASE("bad input gets one line and exit status 2", "[cli]") {
 
 TEST_CASE("every command has --help", "[cli]") {
     auto command = GENERATE(as<std::string>{}, "", "kernel", "kernel fetch", "kernel list",
-                            "sandbox", "selfcheck");
+                            "sandbox", "selfcheck", "run");
     CAPTURE(command);
     auto result = test::run_shell(std::string(KTSTR_BINARY) + " " + command + " --help");
     CHECK(result.exit_code == 0);

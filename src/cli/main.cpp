@@ -149,9 +149,7 @@ int main(int argc, char** argv) {
         }
         if (run->parsed()) {
             run_options.command = command;
-            if (run_options.command.empty())
-                throw UsageError("run: no command given (usage: ktstr run [options] -- CMD "
-                                 "[ARGS...])");
+            validate_run_options(run_options);
             if (!host_kvm_runs_guests()) {
                 if (std::getenv("KTSTR_IN_SANDBOX"))
                     throw Error("KVM does not work even inside the sandbox");

@@ -7,6 +7,7 @@
 #include "ktstr/harness/guest_protocol.hpp"
 #include "ktstr/initramfs/cpio.hpp"
 #include "ktstr/initramfs/shared_libraries.hpp"
+#include "ktstr/kernel/debian_kernel.hpp"
 #include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/vmm/topology.hpp"
 #include "ktstr/vmm/x86_64/machine.hpp"
@@ -86,14 +87,8 @@ std::vector<std::uint8_t> build_initramfs(const RunOptions& options,
 
     guest_argv = options.command;
     std::string& program = guest_argv.front();
-    if (program.find('/') == std::string::npos) {
-        auto found = find_program(program);
-        if (!found)
-            throw UsageError("command '" + program + "' is not on this host's PATH");
-        program = found->string();
-    } else if (!fs::exists(program)) {
-        throw UsageError("command " + program + " does not exist");
-    }
+    if (program.find('/') == std::string::npos)
+        program = find_program(program).value().string();
     program = fs::absolute(program).string();
     add_with_libraries(cpio, resolver, program, added, library_dirs);
     for (const auto& include : options.includes) {
@@ -125,7 +120,7 @@ void write_all(int fd, std::span<const std::uint8_t> bytes) {
 
 // The part of the console from the panic or oops message on, if the kernel printed one.
 std::string find_panic(const std::string& console) {
-    for (const char* marker : {"Kernel panic", "Oops", "BUG:"}) {
+    for (const char* marker : {"Kernel panic", "Oops:"}) {
         auto at = console.find(marker);
         if (at != std::string::npos)
             return console.substr(console.rfind('\n', at) == std::string::npos
@@ -168,16 +163,29 @@ std::chrono::milliseconds parse_duration(std::string_view text) {
     return std::chrono::milliseconds(value * ms_per_unit);
 }
 
-int run_in_vm(const RunOptions& options) {
+static x86_64::MachineConfig validated_config(const RunOptions& options) {
     if (options.command.empty())
         throw UsageError("no command given (usage: ktstr run [options] -- CMD [ARGS...])");
+    const std::string& program = options.command.front();
+    if (program.find('/') == std::string::npos ? !find_program(program) : !fs::exists(program))
+        throw UsageError("command '" + program + "' is not on this host");
     x86_64::MachineConfig config;
     config.topology = Topology::parse(options.topology);
     config.memory_bytes = parse_memory_size(options.memory);
     config.timeout = parse_duration(options.timeout);
-    KernelChoice kernel = choose_kernel(options.kernel, Arch::x86_64, KernelCache());
+    KernelCache cache;
+    if (!options.kernel && !cache.newest(Arch::x86_64))
+        fetch_debian_kernel(cache, Arch::x86_64, true, std::cerr);
+    KernelChoice kernel = choose_kernel(options.kernel, Arch::x86_64, cache);
     check_kernel_image(kernel.image, Arch::x86_64);
     config.bzimage = read_binary_file(kernel.image);
+    return config;
+}
+
+void validate_run_options(const RunOptions& options) { validated_config(options); }
+
+int run_in_vm(const RunOptions& options) {
+    x86_64::MachineConfig config = validated_config(options);
     std::vector<std::string> guest_argv;
     config.initrd = build_initramfs(options, guest_argv);
     config.command_line = kBaseCmdline;
@@ -215,8 +223,7 @@ int run_in_vm(const RunOptions& options) {
         return fail("the guest kernel panicked:\n" + panic, 1);
     switch (stop.kind) {
     case StopReason::Kind::timeout:
-        return fail(fmt::format("the guest did not finish in {}: {}; stopped it", options.timeout,
-                                stop.message),
+        return fail(fmt::format("the guest did not finish within {}; stopped it", options.timeout),
                     124);
     case StopReason::Kind::interrupted:
         return fail(stop.message, 130);

@@ -25,6 +25,10 @@ std::uint64_t parse_memory_size(std::string_view text);
 // "20s", "2m", "500ms", "1h", or plain seconds; throws UsageError.
 std::chrono::milliseconds parse_duration(std::string_view text);
 
+// Checks every option (topology, memory, timeout, kernel, command) and throws UsageError
+// naming the first bad one; fetches a kernel when none is cached and none is named.
+void validate_run_options(const RunOptions& options);
+
 // Boots the kernel with the topology, runs the command inside, streams its output and
 // returns its exit status; a guest that panics, hangs past the timeout or breaks gets a
 // message on stderr and a non-zero status.

@@ -1,0 +1,126 @@
+// End to end: `ktstr run` boots the cached Debian kernel. The test command runs these inside
+// the sandbox, where KVM works (nested under QEMU's emulator on hosts without it).
+#include "ktstr/vmm/topology.hpp"
+#include "test_support.hpp"
+
+#include <catch2/catch_test_macros.hpp>
+#include <chrono>
+#include <map>
+#include <sstream>
+
+using namespace ktstr;
+
+namespace {
+
+test::CommandResult ktstr_run(const std::string& args) {
+    return test::run_shell(std::string(KTSTR_BINARY) + " run " + args);
+}
+
+// The kernel's cpu list format: "0-3,8,10-11".
+std::string cpu_list(const std::vector<std::uint32_t>& cpus) {
+    std::string text;
+    for (std::size_t i = 0; i < cpus.size();) {
+        std::size_t j = i;
+        while (j + 1 < cpus.size() && cpus[j + 1] == cpus[j] + 1)
+            ++j;
+        text += (text.empty() ? "" : ",") + std::to_string(cpus[i]);
+        if (j > i)
+            text += "-" + std::to_string(cpus[j]);
+        i = j + 1;
+    }
+    return text;
+}
+
+// What the guest kernel reports about its CPUs, NUMA nodes and sched domains.
+constexpr const char* kTopologyScript =
+    "cd /sys/devices/system/cpu; for c in cpu[0-9]*; do echo cpu ${c#cpu} "
+    "$(cat $c/topology/thread_siblings_list) $(cat $c/topology/physical_package_id) "
+    "$(cat $c/cache/index3/shared_cpu_list); done; "
+    "cd /sys/devices/system/node; for n in node[0-9]*; do echo node ${n#node} "
+    "$(cat $n/cpulist) $(cat $n/distance); done; "
+    "echo domains $(cat /sys/kernel/debug/sched/domains/cpu0/domain*/name 2>/dev/null)";
+
+void check_guest_topology(const std::string& text) {
+    Topology topology = Topology::parse(text);
+    auto result = ktstr_run("--topology " + text + " --cmdline sched_verbose -- sh -c '" +
+                            kTopologyScript + "'");
+    INFO(result.err);
+    REQUIRE(result.exit_code == 0);
+    std::istringstream lines(result.out);
+    std::map<std::uint32_t, std::string> cpus, nodes;
+    std::string domains;
+    for (std::string line; std::getline(lines, line);) {
+        std::istringstream words(line);
+        std::string kind, rest;
+        std::uint32_t id;
+        words >> kind;
+        if (kind == "domains") {
+            std::getline(words, domains);
+            continue;
+        }
+        words >> id;
+        std::getline(words, rest);
+        (kind == "cpu" ? cpus : nodes)[id] = rest;
+    }
+    REQUIRE(cpus.size() == topology.cpus());
+    for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
+        CpuPlace place = topology.place(cpu);
+        std::vector<std::uint32_t> siblings;
+        for (std::uint32_t t = 0; t < topology.threads_per_core(); ++t)
+            siblings.push_back(cpu - place.thread + t);
+        CAPTURE(cpu);
+        CHECK(cpus[cpu] == " " + cpu_list(siblings) + " 0 " + cpu_list(topology.llc_cpus(place.llc)));
+    }
+    REQUIRE(nodes.size() == topology.nodes());
+    for (std::uint32_t node = 0; node < topology.nodes(); ++node) {
+        std::string distances;
+        for (std::uint32_t other = 0; other < topology.nodes(); ++other)
+            distances += " " + std::to_string(topology.distance(node, other));
+        CAPTURE(node);
+        CHECK(nodes[node] == " " + cpu_list(topology.node_cpus(node)) + distances);
+    }
+    // Sched domains: SMT only with siblings, MC only with several CPUs sharing an LLC,
+    // NUMA only with several nodes.
+    CAPTURE(domains);
+    auto has = [&](const char* name) {
+        return (" " + domains + " ").find(std::string(" ") + name + " ") != std::string::npos;
+    };
+    CHECK(has("SMT") == (topology.threads_per_core() > 1));
+    CHECK(has("MC") == (topology.cpus_per_llc() > 1 && topology.cpus() > topology.threads_per_core()));
+    CHECK(has("NUMA") == (topology.nodes() > 1));
+}
+
+} // namespace
+
+TEST_CASE("the guest sees exactly the requested topology", "[e2e]") {
+    for (const char* topology : {"1n1l1c1t", "1n2l2c2t", "2n4l2c2t"}) {
+        CAPTURE(topology);
+        check_guest_topology(topology);
+    }
+}
+
+TEST_CASE("the command's exit status and output come back", "[e2e]") {
+    auto result = ktstr_run("-- sh -c 'echo out; echo err >&2; exit 7'");
+    CHECK(result.exit_code == 7);
+    CHECK(result.out == "out\n");
+    CHECK(result.err == "err\n");
+    auto scx = ktstr_run("-- cat /sys/kernel/sched_ext/state");
+    CHECK(scx.exit_code == 0);
+    CHECK((scx.out == "disabled\n" || scx.out == "enabled\n"));
+}
+
+TEST_CASE("a hung guest is stopped at the timeout", "[e2e]") {
+    auto start = std::chrono::steady_clock::now();
+    auto result = ktstr_run("--timeout 10s -- sleep 1000");
+    auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    CHECK(result.exit_code == 124);
+    CHECK(result.err.find("did not finish within 10s") != std::string::npos);
+    CHECK(seconds < 60); // boot plus 10 s, with room for emulation; never the full 1000 s
+}
+
+TEST_CASE("a guest kernel panic is reported with its text", "[e2e]") {
+    auto result = ktstr_run("-- sh -c 'echo c > /proc/sysrq-trigger'");
+    CHECK(result.exit_code == 1);
+    CHECK(result.err.find("the guest kernel panicked") != std::string::npos);
+    CHECK(result.err.find("sysrq triggered crash") != std::string::npos);
+}
