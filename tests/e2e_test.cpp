@@ -1,5 +1,6 @@
 // End to end: `ktstr run` boots the cached Debian kernel. The test command runs these inside
 // the sandbox, where KVM works (nested under QEMU's emulator on hosts without it).
+#include "ktstr/base/files.hpp"
 #include "ktstr/vmm/topology.hpp"
 #include "test_support.hpp"
 
@@ -123,4 +124,15 @@ TEST_CASE("a guest kernel panic is reported with its text", "[e2e]") {
     CHECK(result.exit_code == 1);
     CHECK(result.err.find("the guest kernel panicked") != std::string::npos);
     CHECK(result.err.find("sysrq triggered crash") != std::string::npos);
+}
+
+TEST_CASE("10 MiB written in the guest reach the host byte-exact", "[e2e]") {
+    auto result = ktstr_run("-- sh -c 'head -c 10485760 /dev/urandom > /tmp/data; "
+                            "md5sum < /tmp/data >&2; cat /tmp/data'");
+    REQUIRE(result.exit_code == 0);
+    CHECK(result.out.size() == 10485760);
+    TempDir dir("e2e");
+    write_file_atomic(dir.path() / "data", result.out);
+    auto sum = test::run_shell("md5sum < " + (dir.path() / "data").string());
+    CHECK(sum.out == result.err); // "<md5>  -\n" on both sides
 }

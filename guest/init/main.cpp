@@ -96,10 +96,19 @@ void load_modules() {
     }
 }
 
+// virtio-console (hvc0) when its driver comes up, else COM2: every byte written to a UART
+// costs a VM exit.
 int open_channel() {
-    int fd = ::open("/dev/ttyS1", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    int fd = -1;
+    for (int tries = 0; tries < 200 && fd < 0; ++tries) {
+        fd = ::open("/dev/hvc0", O_RDWR | O_NOCTTY | O_CLOEXEC);
+        if (fd < 0)
+            ::usleep(10'000);
+    }
     if (fd < 0)
-        fail("cannot open /dev/ttyS1");
+        fd = ::open("/dev/ttyS1", O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (fd < 0)
+        fail("cannot open /dev/hvc0 or /dev/ttyS1");
     termios raw{};
     if (::tcgetattr(fd, &raw) == 0) {
         ::cfmakeraw(&raw);
@@ -185,8 +194,8 @@ int run(const std::vector<std::string>& argv) {
 
 int main() {
     mount_filesystems();
-    channel = open_channel();
     load_modules();
+    channel = open_channel();
     std::ifstream library_path(proto::kLibraryPathFile);
     if (std::string dirs; std::getline(library_path, dirs))
         ::setenv("LD_LIBRARY_PATH", dirs.c_str(), 1);

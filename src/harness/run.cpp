@@ -9,6 +9,7 @@
 #include "ktstr/initramfs/shared_libraries.hpp"
 #include "ktstr/kernel/debian_kernel.hpp"
 #include "ktstr/kernel/kernel_cache.hpp"
+#include "ktstr/kernel/module_tree.hpp"
 #include "ktstr/vmm/topology.hpp"
 #include "ktstr/vmm/x86_64/machine.hpp"
 
@@ -66,7 +67,22 @@ void add_with_libraries(CpioArchive& cpio, const LibraryResolver& resolver, cons
     }
 }
 
-std::vector<std::uint8_t> build_initramfs(const RunOptions& options,
+// Modules the guest init loads: virtio-mmio, which carries virtio-console (its output
+// channel); a kernel given by path must have it built in (or falls back to COM2).
+void add_modules(CpioArchive& cpio, const KernelChoice& kernel) {
+    std::string list;
+    if (kernel.cached) {
+        ModuleTree tree(kernel.cached->modules_dir());
+        for (const auto& module : tree.load_order({"virtio_mmio"})) {
+            std::string path = "/lib/modules/" + kernel.cached->release + "/" + module.string();
+            cpio.add_file(path, read_binary_file(tree.root() / module));
+            list += path + "\n";
+        }
+    }
+    cpio.add_file(guest_protocol::kModulesFile, list);
+}
+
+std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const KernelChoice& kernel,
                                           std::vector<std::string>& guest_argv) {
     CpioArchive cpio;
     cpio.add_char_device("dev/console", 5, 1);
@@ -105,7 +121,7 @@ std::vector<std::uint8_t> build_initramfs(const RunOptions& options,
     for (const auto& dir : library_dirs)
         dirs += (dirs.empty() ? "" : ":") + dir;
     cpio.add_file(guest_protocol::kLibraryPathFile, dirs + "\n");
-    cpio.add_file(guest_protocol::kModulesFile, std::string());
+    add_modules(cpio, kernel);
     return cpio.finish();
 }
 
@@ -163,7 +179,14 @@ std::chrono::milliseconds parse_duration(std::string_view text) {
     return std::chrono::milliseconds(value * ms_per_unit);
 }
 
-static x86_64::MachineConfig validated_config(const RunOptions& options) {
+namespace {
+
+struct PreparedRun {
+    x86_64::MachineConfig config;
+    KernelChoice kernel;
+};
+
+PreparedRun prepare(const RunOptions& options) {
     if (options.command.empty())
         throw UsageError("no command given (usage: ktstr run [options] -- CMD [ARGS...])");
     const std::string& program = options.command.front();
@@ -179,15 +202,17 @@ static x86_64::MachineConfig validated_config(const RunOptions& options) {
     KernelChoice kernel = choose_kernel(options.kernel, Arch::x86_64, cache);
     check_kernel_image(kernel.image, Arch::x86_64);
     config.bzimage = read_binary_file(kernel.image);
-    return config;
+    return {std::move(config), std::move(kernel)};
 }
 
-void validate_run_options(const RunOptions& options) { validated_config(options); }
+} // namespace
+
+void validate_run_options(const RunOptions& options) { prepare(options); }
 
 int run_in_vm(const RunOptions& options) {
-    x86_64::MachineConfig config = validated_config(options);
+    auto [config, kernel] = prepare(options);
     std::vector<std::string> guest_argv;
-    config.initrd = build_initramfs(options, guest_argv);
+    config.initrd = build_initramfs(options, kernel, guest_argv);
     config.command_line = kBaseCmdline;
     if (!options.extra_cmdline.empty())
         config.command_line += " " + options.extra_cmdline;
@@ -204,7 +229,14 @@ int run_in_vm(const RunOptions& options) {
     };
     GuestChannelDecoder channel({[](auto bytes) { write_all(STDOUT_FILENO, bytes); },
                                  [](auto bytes) { write_all(STDERR_FILENO, bytes); }});
-    config.com2_output = [&](std::span<const std::uint8_t> bytes) { channel.feed(bytes); };
+    // The guest uses one channel, but nothing stops a hostile one from writing to both.
+    std::mutex channel_mutex;
+    auto feed_channel = [&](std::span<const std::uint8_t> bytes) {
+        std::lock_guard lock(channel_mutex);
+        channel.feed(bytes);
+    };
+    config.com2_output = feed_channel;
+    config.virtio_console_output = feed_channel;
 
     StopReason stop = x86_64::run_machine(config);
 

@@ -1,16 +1,15 @@
 #include "ktstr/vmm/vm_runner.hpp"
 
 #include "ktstr/base/error.hpp"
+#include "ktstr/io/event_fd.hpp"
 #include "ktstr/vmm/vcpu_thread.hpp"
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
-#include <asio/posix/stream_descriptor.hpp>
-#include <asio/redirect_error.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
-#include <asio/use_awaitable.hpp>
+#include <asio/awaitable.hpp>
 #include <fmt/format.h>
 #include <memory>
 #include <sys/eventfd.h>
@@ -36,14 +35,21 @@ void IrqFd::trigger() {
     [[maybe_unused]] ssize_t n = ::write(fd_.get(), &one, sizeof one);
 }
 
-StopReason run_vm(std::vector<Vcpu>& vcpus, const Bus& io, const Bus& mmio, VmStop& stop,
-                  std::optional<std::chrono::milliseconds> timeout) {
-    UniqueFd stopped(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-    if (!stopped)
-        throw_errno("eventfd");
-    stop.set_notify_fd(stopped.get());
+void add_ioeventfd(const Vm& vm, int notifier, GuestAddress address, std::uint32_t value) {
+    kvm_ioeventfd ioeventfd{};
+    ioeventfd.datamatch = value;
+    ioeventfd.addr = address.raw();
+    ioeventfd.len = 4;
+    ioeventfd.fd = notifier;
+    ioeventfd.flags = KVM_IOEVENTFD_FLAG_DATAMATCH;
+    if (::ioctl(vm.fd(), KVM_IOEVENTFD, &ioeventfd) != 0)
+        throw_errno(fmt::format("KVM_IOEVENTFD at {:#x}", address.raw()));
+}
 
-    asio::io_context loop(1);
+StopReason run_vm(asio::io_context& loop, std::vector<Vcpu>& vcpus, const Bus& io,
+                  const Bus& mmio, VmStop& stop, std::optional<std::chrono::milliseconds> timeout) {
+    EventFd stopped(loop);
+    stop.set_notify_fd(stopped.fd());
     asio::signal_set signals(loop, SIGINT, SIGTERM);
     signals.async_wait([&](const std::error_code& ec, int signal) {
         if (!ec)
@@ -59,11 +65,14 @@ StopReason run_vm(std::vector<Vcpu>& vcpus, const Bus& io, const Bus& mmio, VmSt
                               fmt::format("timed out after {} s", timeout->count() / 1000.0)});
         });
     }
-    // The stop eventfd ends the loop, whoever asked for the stop.
-    asio::posix::stream_descriptor stop_events(loop, ::dup(stopped.get()));
-    std::uint64_t count = 0;
-    stop_events.async_read_some(asio::buffer(&count, sizeof count),
-                                [&](const std::error_code&, std::size_t) { loop.stop(); });
+    // Whoever asks for the stop, the loop ends with it.
+    asio::co_spawn(
+        loop,
+        [&]() -> asio::awaitable<void> {
+            co_await stopped.wait();
+            loop.stop();
+        },
+        asio::detached);
     {
         std::vector<std::unique_ptr<VcpuThread>> threads;
         try {

@@ -5,6 +5,7 @@
 #include "ktstr/devices/cmos_rtc.hpp"
 #include "ktstr/devices/i8042.hpp"
 #include "ktstr/devices/serial.hpp"
+#include "ktstr/devices/virtio/console.hpp"
 #include "ktstr/vmm/kvm.hpp"
 #include "ktstr/vmm/vm_runner.hpp"
 #include "ktstr/vmm/x86_64/acpi.hpp"
@@ -21,6 +22,8 @@ namespace {
 
 constexpr std::uint16_t kCom1 = 0x3f8, kCom2 = 0x2f8;
 constexpr std::uint32_t kCom1Irq = 4, kCom2Irq = 3;
+// IOAPIC pins 16-23 belong to no ISA device.
+constexpr std::uint32_t kVirtioConsoleGsi = 16;
 
 void require_capabilities(const Kvm& kvm) {
     const std::pair<unsigned long, const char*> needed[] = {
@@ -100,7 +103,9 @@ StopReason run_machine(const MachineConfig& config) {
     GuestMemory memory(ram_layout(config.memory_bytes), config.hugepages);
     vm.map_memory(memory);
 
-    AcpiConfig acpi{topology, split_memory_by_node(memory, topology)};
+    const VirtioMmioDevice virtio_console{kVirtioMmioBase, VirtioMmioTransport::kSize,
+                                          kVirtioConsoleGsi, IrqTrigger::edge};
+    AcpiConfig acpi{topology, split_memory_by_node(memory, topology), {virtio_console}};
     AcpiTables tables = build_acpi_tables(acpi, kAcpiTables);
     if (tables.bytes.size() > kAcpiTablesMax)
         throw Error("the ACPI tables outgrew their reserved area");
@@ -109,8 +114,17 @@ StopReason run_machine(const MachineConfig& config) {
     BootInfo boot = load_kernel(memory, {config.bzimage, config.initrd, config.command_line,
                                          tables.rsdp});
 
+    // The executor goes before the devices whose coroutines and eventfds it serves.
+    asio::io_context executor(1);
     VmStop stop;
     Bus io, mmio;
+    auto console = std::make_shared<VirtioMmioTransport>(
+        std::make_unique<VirtioConsole>(config.virtio_console_output), memory,
+        std::make_shared<IrqFd>(vm, kVirtioConsoleGsi), executor);
+    mmio.insert(virtio_console.base.raw(), virtio_console.size, console);
+    for (std::uint32_t queue = 0; queue < console->queue_count(); ++queue)
+        add_ioeventfd(vm, console->queue_notifier(queue).fd(),
+                      virtio_console.base + VirtioMmioTransport::kQueueNotifyOffset, queue);
     io.insert(kCom1, Serial16550::kRegisterCount,
               std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom1Irq),
                                             config.com1_output));
@@ -134,7 +148,7 @@ StopReason run_machine(const MachineConfig& config) {
         setup_local_apic(vcpus.back());
     }
     setup_boot_vcpu(vcpus.front(), boot);
-    return run_vm(vcpus, io, mmio, stop, config.timeout);
+    return run_vm(executor, vcpus, io, mmio, stop, config.timeout);
 }
 
 } // namespace ktstr::x86_64

@@ -21,9 +21,10 @@ struct MachineConfig {
     std::vector<std::uint8_t> initrd;
     std::string command_line;
     std::optional<std::chrono::milliseconds> timeout;
-    // Where the guest's COM1 (kernel console) and COM2 bytes go.
+    // Where the guest's COM1 (kernel console), COM2 and virtio-console (hvc0) bytes go.
     std::function<void(std::span<const std::uint8_t>)> com1_output;
     std::function<void(std::span<const std::uint8_t>)> com2_output;
+    std::function<void(std::span<const std::uint8_t>)> virtio_console_output;
 };
 
 // Builds an x86-64 VM from the parts (memory, irqchip, devices, vCPUs), boots the kernel
