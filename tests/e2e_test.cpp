@@ -116,7 +116,7 @@ TEST_CASE("a hung guest is stopped at the timeout", "[e2e]") {
     auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     CHECK(result.exit_code == 124);
     CHECK(result.err.find("did not finish within 10s") != std::string::npos);
-    CHECK(seconds < 60); // boot plus 10 s, with room for emulation; never the full 1000 s
+    CHECK(seconds < 150); // boot plus 10 s, with room for slow emulation; never 1000 s
 }
 
 TEST_CASE("a guest kernel panic is reported with its text", "[e2e]") {

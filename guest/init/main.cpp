@@ -192,8 +192,19 @@ int run(const std::vector<std::string>& argv) {
 
 } // namespace
 
+// A line on the kernel console (error level, so `quiet` lets it through) at the start.
+void announce_start() {
+    int kmsg = ::open("/dev/kmsg", O_WRONLY | O_CLOEXEC);
+    if (kmsg < 0)
+        return;
+    std::string line = std::string("<3>") + proto::kInitStartedMarker + "\n";
+    write_all(kmsg, line.data(), line.size());
+    ::close(kmsg);
+}
+
 int main() {
     mount_filesystems();
+    announce_start();
     load_modules();
     channel = open_channel();
     std::ifstream library_path(proto::kLibraryPathFile);

@@ -26,6 +26,7 @@ namespace fs = std::filesystem;
 namespace ktstr {
 namespace {
 
+using Clock = BootTimeline::Clock;
 constexpr std::uint64_t kMinMemory = 128ull << 20;
 constexpr std::size_t kConsoleTail = 64 * 1024;
 constexpr const char* kBusybox = "/bin/busybox";
@@ -34,7 +35,7 @@ constexpr const char* kBusybox = "/bin/busybox";
 // reboot, no PCI, nothing slow that a test VM does not need.
 constexpr const char* kBaseCmdline =
     "console=ttyS0 quiet reboot=k panic=-1 pci=off mitigations=off no_timer_check "
-    "clocksource=kvm-clock i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd rdinit=/init";
+    "clocksource=kvm-clock i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init";
 
 std::pair<std::uint64_t, std::string_view> split_number(std::string_view text) {
     std::uint64_t value = 0;
@@ -135,6 +136,10 @@ void write_all(int fd, std::span<const std::uint8_t> bytes) {
 }
 
 // The part of the console from the panic or oops message on, if the kernel printed one.
+std::string kernel_command_line(const RunOptions& options) {
+    return options.extra_cmdline.empty() ? kBaseCmdline : kBaseCmdline + (" " + options.extra_cmdline);
+}
+
 std::string find_panic(const std::string& console) {
     for (const char* marker : {"Kernel panic", "Oops:"}) {
         auto at = console.find(marker);
@@ -209,19 +214,30 @@ PreparedRun prepare(const RunOptions& options) {
 
 void validate_run_options(const RunOptions& options) { prepare(options); }
 
-int run_in_vm(const RunOptions& options) {
+BootImages build_boot_images(const RunOptions& options) {
+    auto [config, kernel] = prepare(options);
+    std::vector<std::string> guest_argv;
+    return {kernel.image, build_initramfs(options, kernel, guest_argv), kernel_command_line(options)};
+}
+
+int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     auto [config, kernel] = prepare(options);
     std::vector<std::string> guest_argv;
     config.initrd = build_initramfs(options, kernel, guest_argv);
-    config.command_line = kBaseCmdline;
-    if (!options.extra_cmdline.empty())
-        config.command_line += " " + options.extra_cmdline;
+    config.command_line = kernel_command_line(options);
+    if (timeline) {
+        config.exit_counts = &timeline->exits;
+        config.on_started = [timeline] { timeline->vmm_ready = Clock::now(); };
+    }
 
     std::mutex console_mutex;
     std::string console;
     config.com1_output = [&](std::span<const std::uint8_t> bytes) {
         std::lock_guard lock(console_mutex);
         console.append(bytes.begin(), bytes.end());
+        if (timeline && !timeline->init_started &&
+            console.find(guest_protocol::kInitStartedMarker) != std::string::npos)
+            timeline->init_started = Clock::now();
         if (console.size() > 2 * kConsoleTail)
             console.erase(0, console.size() - kConsoleTail);
         if (options.verbose)
@@ -234,11 +250,15 @@ int run_in_vm(const RunOptions& options) {
     auto feed_channel = [&](std::span<const std::uint8_t> bytes) {
         std::lock_guard lock(channel_mutex);
         channel.feed(bytes);
+        if (timeline && !timeline->command_exited && channel.exit_status())
+            timeline->command_exited = Clock::now();
     };
     config.com2_output = feed_channel;
     config.virtio_console_output = feed_channel;
 
     StopReason stop = x86_64::run_machine(config);
+    if (timeline)
+        timeline->torn_down = Clock::now();
 
     std::lock_guard lock(console_mutex);
     if (auto status = channel.exit_status())

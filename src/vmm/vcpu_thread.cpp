@@ -11,7 +11,9 @@ VcpuThread::VcpuThread(Vcpu& vcpu, const Bus& io, const Bus& mmio, VmStop& stop)
     stop_.add_vcpu(&vcpu_.state(), thread_.native_handle());
 }
 
-VcpuThread::~VcpuThread() {
+VcpuThread::~VcpuThread() { join(); }
+
+void VcpuThread::join() {
     if (thread_.joinable())
         thread_.join();
 }
@@ -33,6 +35,11 @@ void VcpuThread::run_loop() {
 
 bool VcpuThread::handle_exit(std::uint32_t reason) {
     kvm_run& run = vcpu_.state();
+    ++counts_.by_reason[reason];
+    if (reason == KVM_EXIT_IO)
+        ++counts_.io_ports[run.io.port];
+    else if (reason == KVM_EXIT_MMIO)
+        ++counts_.mmio_addresses[run.mmio.phys_addr];
     auto stop = [&](StopReason::Kind kind, std::string message) {
         stop_.request({kind, fmt::format("vCPU {}: {}", vcpu_.id(), message)});
         return false;

@@ -47,7 +47,8 @@ void add_ioeventfd(const Vm& vm, int notifier, GuestAddress address, std::uint32
 }
 
 StopReason run_vm(asio::io_context& loop, std::vector<Vcpu>& vcpus, const Bus& io,
-                  const Bus& mmio, VmStop& stop, std::optional<std::chrono::milliseconds> timeout) {
+                  const Bus& mmio, VmStop& stop, std::optional<std::chrono::milliseconds> timeout,
+                  ExitCounts* exit_counts) {
     EventFd stopped(loop);
     stop.set_notify_fd(stopped.fd());
     asio::signal_set signals(loop, SIGINT, SIGTERM);
@@ -84,7 +85,12 @@ StopReason run_vm(asio::io_context& loop, std::vector<Vcpu>& vcpus, const Bus& i
         if (!stop.requested())
             loop.run();
         stop.request({StopReason::Kind::error, "the event loop ended unexpectedly"});
-    } // joins every vCPU thread
+        for (auto& thread : threads) {
+            thread->join();
+            if (exit_counts)
+                exit_counts->merge(thread->exit_counts());
+        }
+    }
     stop.set_notify_fd(-1);
     return *stop.reason();
 }

@@ -22,4 +22,7 @@ inline constexpr const char* kCommandFile = "/ktstr/command"; // argv, NUL-termi
 inline constexpr const char* kModulesFile = "/ktstr/modules"; // module paths, one a line
 inline constexpr const char* kLibraryPathFile = "/ktstr/library-path";
 
+// The guest init's first words on the kernel console: the host times boots by them.
+inline constexpr const char* kInitStartedMarker = "ktstr-init: started";
+
 } // namespace ktstr::guest_protocol

@@ -1,6 +1,9 @@
 #pragma once
 
+#include "ktstr/vmm/exit_counts.hpp"
+
 #include <chrono>
+#include <filesystem>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -29,9 +32,27 @@ std::chrono::milliseconds parse_duration(std::string_view text);
 // naming the first bad one; fetches a kernel when none is cached and none is named.
 void validate_run_options(const RunOptions& options);
 
+// When a run reached each stage, as the host saw it, and the VM exits it took.
+struct BootTimeline {
+    using Clock = std::chrono::steady_clock;
+    Clock::time_point vmm_ready;                  // the VM is built; vCPUs start
+    std::optional<Clock::time_point> init_started;   // the guest init's first console line
+    std::optional<Clock::time_point> command_exited; // its exit status arrived
+    Clock::time_point torn_down;                  // the VM and its threads are gone
+    ExitCounts exits;
+};
+
 // Boots the kernel with the topology, runs the command inside, streams its output and
 // returns its exit status; a guest that panics, hangs past the timeout or breaks gets a
-// message on stderr and a non-zero status.
-int run_in_vm(const RunOptions& options);
+// message on stderr and a non-zero status. With `timeline`, records when each stage came.
+int run_in_vm(const RunOptions& options, BootTimeline* timeline = nullptr);
+
+// What `ktstr run` would boot, for handing to another VMM: kernel, initramfs, command line.
+struct BootImages {
+    std::filesystem::path kernel;
+    std::vector<std::uint8_t> initramfs;
+    std::string command_line;
+};
+BootImages build_boot_images(const RunOptions& options);
 
 } // namespace ktstr

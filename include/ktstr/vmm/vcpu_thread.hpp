@@ -1,6 +1,7 @@
 #pragma once
 
 #include "ktstr/vmm/bus.hpp"
+#include "ktstr/vmm/exit_counts.hpp"
 #include "ktstr/vmm/kvm.hpp"
 #include "ktstr/vmm/vm_stop.hpp"
 
@@ -18,6 +19,10 @@ class VcpuThread {
     VcpuThread& operator=(const VcpuThread&) = delete;
     ~VcpuThread(); // joins; the VM must be stopping
 
+    // What this vCPU exited for; read only after the thread has ended (join()).
+    const ExitCounts& exit_counts() const { return counts_; }
+    void join();
+
   private:
     void run_loop();
     // Returns false when the exit ends the VM.
@@ -27,6 +32,7 @@ class VcpuThread {
     const Bus& io_;
     const Bus& mmio_;
     VmStop& stop_;
+    ExitCounts counts_;
     std::thread thread_;
 };
 

@@ -148,7 +148,9 @@ StopReason run_machine(const MachineConfig& config) {
         setup_local_apic(vcpus.back());
     }
     setup_boot_vcpu(vcpus.front(), boot);
-    return run_vm(executor, vcpus, io, mmio, stop, config.timeout);
+    if (config.on_started)
+        config.on_started();
+    return run_vm(executor, vcpus, io, mmio, stop, config.timeout, config.exit_counts);
 }
 
 } // namespace ktstr::x86_64

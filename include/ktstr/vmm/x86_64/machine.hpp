@@ -1,5 +1,6 @@
 #pragma once
 
+#include "ktstr/vmm/exit_counts.hpp"
 #include "ktstr/vmm/topology.hpp"
 #include "ktstr/vmm/vm_stop.hpp"
 
@@ -25,6 +26,10 @@ struct MachineConfig {
     std::function<void(std::span<const std::uint8_t>)> com1_output;
     std::function<void(std::span<const std::uint8_t>)> com2_output;
     std::function<void(std::span<const std::uint8_t>)> virtio_console_output;
+    // Called once the VM is built, just before the vCPUs start.
+    std::function<void()> on_started;
+    // When set, receives the VM exits of all vCPUs.
+    ExitCounts* exit_counts = nullptr;
 };
 
 // Builds an x86-64 VM from the parts (memory, irqchip, devices, vCPUs), boots the kernel
