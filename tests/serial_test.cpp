@@ -56,10 +56,13 @@ TEST_CASE("16550: interrupts follow IER, OUT2 and IIR acknowledgement", "[serial
     Serial16550 uart(irq, nullptr);
     CHECK(in(uart, 2) == 0x01); // nothing pending
 
-    out(uart, 1, 0x01); // receive interrupts, but OUT2 still clear: the line stays quiet
     std::uint8_t input[] = {'a', 'b'};
-    uart.receive(input);
+    uart.receive(input); // before the driver opens the port: held back
+    CHECK((in(uart, 5) & 0x01) == 0);
+    CHECK(in(uart, 0) == 0); // the driver's "clear for luck" read loses nothing
+    out(uart, 1, 0x01); // receive interrupts, but OUT2 still clear: the line stays quiet
     CHECK(irq->edges == 0);
+    CHECK((in(uart, 5) & 0x01) == 1);
     out(uart, 4, 0x08); // OUT2
     CHECK(irq->edges == 1);
     CHECK((in(uart, 2) & 0x0f) == 0x04);

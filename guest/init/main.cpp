@@ -10,6 +10,7 @@
 #include <fstream>
 #include <poll.h>
 #include <string>
+#include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/reboot.h>
 #include <sys/stat.h>
@@ -127,6 +128,52 @@ std::vector<std::string> read_command() {
     return argv;
 }
 
+[[noreturn]] void exec_command(const std::vector<std::string>& argv) {
+    std::vector<char*> args;
+    for (const auto& arg : argv)
+        args.push_back(const_cast<char*>(arg.c_str()));
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    std::fprintf(stderr, "ktstr init: cannot run %s: %s\n", args[0], std::strerror(errno));
+    ::_exit(errno == ENOENT ? 127 : 126);
+}
+
+// Waits for `child`, reaping every other process on the way (PID 1's duty); returns its
+// status in the shell's convention.
+int wait_for(pid_t child) {
+    for (;;) {
+        int status = 0;
+        pid_t pid = ::waitpid(-1, &status, 0);
+        if (pid == child)
+            return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+        if (pid < 0 && errno != EINTR)
+            fail("lost the command's process");
+    }
+}
+
+// Interactive: the command owns the console (COM1) as its controlling terminal, sized
+// like the host's.
+int run_on_console(const std::vector<std::string>& argv) {
+    pid_t child = ::fork();
+    if (child < 0)
+        fail("fork");
+    if (child == 0) {
+        ::setsid();
+        int tty = ::open("/dev/ttyS0", O_RDWR);
+        if (tty < 0 || ::ioctl(tty, TIOCSCTTY, 0) != 0)
+            ::_exit(126);
+        std::ifstream size(proto::kWindowSizeFile);
+        winsize window{};
+        if (size >> window.ws_row >> window.ws_col)
+            ::ioctl(tty, TIOCSWINSZ, &window);
+        for (int fd = 0; fd < 3; ++fd)
+            ::dup2(tty, fd);
+        ::setenv("TERM", "linux", 0);
+        exec_command(argv);
+    }
+    return wait_for(child);
+}
+
 int run(const std::vector<std::string>& argv) {
     int out[2], err[2];
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0)
@@ -140,13 +187,7 @@ int run(const std::vector<std::string>& argv) {
         ::dup2(null, 0);
         ::dup2(out[1], 1);
         ::dup2(err[1], 2);
-        std::vector<char*> args;
-        for (const auto& arg : argv)
-            args.push_back(const_cast<char*>(arg.c_str()));
-        args.push_back(nullptr);
-        ::execvp(args[0], args.data());
-        std::fprintf(stderr, "ktstr init: cannot run %s: %s\n", args[0], std::strerror(errno));
-        ::_exit(errno == ENOENT ? 127 : 126);
+        exec_command(argv);
     }
     ::close(out[1]);
     ::close(err[1]);
@@ -175,19 +216,7 @@ int run(const std::vector<std::string>& argv) {
             }
         }
     }
-    // PID 1 reaps everything; the command's own status is the one that counts.
-    int status = 0;
-    for (;;) {
-        int reaped_status;
-        pid_t pid = ::waitpid(-1, &reaped_status, 0);
-        if (pid == child)
-            status = reaped_status;
-        if (pid < 0 && errno != EINTR)
-            break;
-        if (pid == child)
-            break;
-    }
-    return WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status);
+    return wait_for(child);
 }
 
 } // namespace
@@ -213,7 +242,8 @@ int main() {
     ::setenv("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin:/ktstr/bin", 1);
     ::setenv("HOME", "/root", 1);
     ::chdir("/");
-    std::int32_t status = run(read_command());
+    bool interactive = ::access(proto::kInteractiveFile, F_OK) == 0;
+    std::int32_t status = interactive ? run_on_console(read_command()) : run(read_command());
     send_frame(proto::FrameKind::exit_status, &status, sizeof status);
     reset_machine();
 }

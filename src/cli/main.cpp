@@ -87,23 +87,37 @@ int main(int argc, char** argv) {
     sandbox->footer("Usage: ktstr sandbox [OPTIONS] -- CMD [ARGS...]");
 
     RunOptions run_options;
+    auto add_vm_options = [&](CLI::App* command) {
+        command->add_option("--kernel", run_options.kernel,
+                            "Kernel image path or cached version (default: newest cached)");
+        command->add_option("--topology", run_options.topology,
+                            "NnNlNcNt: NUMA nodes, LLCs, cores per LLC, threads per core")
+            ->capture_default_str();
+        command->add_option("--memory", run_options.memory, "Guest memory, e.g. 512M or 2G")
+            ->capture_default_str();
+        command->add_option("--include", run_options.includes,
+                            "Extra files for the guest, at the same paths (programs with their "
+                            "libraries)");
+        command->add_option("--cmdline", run_options.extra_cmdline, "Extra kernel command line");
+        command->add_flag("--hugepages", run_options.hugepages,
+                          "Back guest memory with 2 MiB huge pages (see /proc/sys/vm/nr_hugepages)");
+    };
     auto* run = app.add_subcommand(
         "run", "Boot a kernel with a synthetic CPU topology and run a command inside; exits "
                "with the command's status");
-    run->add_option("--kernel", run_options.kernel,
-                    "Kernel image path or cached version (default: newest cached)");
-    run->add_option("--topology", run_options.topology,
-                    "NnNlNcNt: NUMA nodes, LLCs, cores per LLC, threads per core")
-        ->capture_default_str();
-    run->add_option("--memory", run_options.memory, "Guest memory, e.g. 512M or 2G")
-        ->capture_default_str();
+    add_vm_options(run);
     run->add_option("--timeout", run_options.timeout, "Stop the guest after this long, e.g. 60s")
         ->capture_default_str();
-    run->add_option("--include", run_options.includes,
-                    "Extra files for the guest, at the same paths (programs with their libraries)");
-    run->add_option("--cmdline", run_options.extra_cmdline, "Extra kernel command line");
     run->add_flag("-v,--verbose", run_options.verbose, "Show the guest kernel's console");
     run->footer("Usage: ktstr run [OPTIONS] -- CMD [ARGS...]");
+
+    auto* shell = app.add_subcommand(
+        "shell", "Boot a kernel with a synthetic CPU topology and give an interactive shell in "
+                 "it (busybox sh, or CMD after --). Leave with 'exit', Ctrl-D, or Ctrl-] to "
+                 "stop the VM at once");
+    add_vm_options(shell);
+    shell->add_option("--timeout", run_options.timeout, "Stop the guest after this long");
+    shell->footer("Usage: ktstr shell [OPTIONS] [-- CMD [ARGS...]]");
 
     auto* selfcheck = app.add_subcommand(
         "selfcheck", "Boot a few bytes of guest code in KVM and check its port I/O and halt");
@@ -133,7 +147,7 @@ int main(int argc, char** argv) {
     }
 
     try {
-        if (!command.empty() && !sandbox->parsed() && !run->parsed())
+        if (!command.empty() && !sandbox->parsed() && !run->parsed() && !shell->parsed())
             throw UsageError("'--' and a command are for 'ktstr run' and 'ktstr sandbox' only");
         if (fetch->parsed()) {
             fetch_debian_kernel(KernelCache(), parse_arch(arch_text), if_missing, std::cout);
@@ -147,7 +161,14 @@ int main(int argc, char** argv) {
             sandbox_options.command = command;
             return run_in_sandbox(sandbox_options);
         }
-        if (run->parsed()) {
+        if (shell->parsed()) {
+            run_options.interactive = true;
+            if (shell->count("--timeout") == 0)
+                run_options.timeout.clear();
+            if (command.empty())
+                command = {"/bin/busybox", "sh"};
+        }
+        if (run->parsed() || shell->parsed()) {
             run_options.command = command;
             validate_run_options(run_options);
             if (!host_kvm_runs_guests()) {

@@ -68,12 +68,24 @@ void Serial16550::receive(std::span<const std::uint8_t> bytes) {
     {
         std::lock_guard lock(mutex_);
         for (std::uint8_t byte : bytes)
-            if (rx_.size() < kRxLimit)
-                rx_.push_back(byte);
+            if (host_input_.size() < kRxLimit)
+                host_input_.push_back(byte);
+        accept_host_input();
         raise = update_interrupt();
     }
     if (raise && irq_)
         irq_->trigger();
+}
+
+void Serial16550::accept_host_input() {
+    // Host input waits until the driver wants it: the 8250 driver clears the FIFO and reads
+    // the data register once while opening the port, which would lose early keystrokes.
+    if (!(ier_ & kIerRxData))
+        return;
+    while (!host_input_.empty() && rx_.size() < kRxLimit) {
+        rx_.push_back(host_input_.front());
+        host_input_.pop_front();
+    }
 }
 
 std::uint8_t Serial16550::read_register(std::uint8_t index) {
@@ -138,6 +150,7 @@ void Serial16550::write_register(std::uint8_t index, std::uint8_t value) {
             if ((value & kIerThrEmpty) && !(ier_ & kIerThrEmpty))
                 thr_interrupt_pending_ = true;
             ier_ = value & 0x0f;
+            accept_host_input();
         }
         break;
     case kIir: // FCR on write

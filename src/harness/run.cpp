@@ -19,6 +19,9 @@
 #include <mutex>
 #include <set>
 #include <sstream>
+#include <optional>
+#include <sys/ioctl.h>
+#include <termios.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
@@ -123,6 +126,13 @@ std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const Kerne
         dirs += (dirs.empty() ? "" : ":") + dir;
     cpio.add_file(guest_protocol::kLibraryPathFile, dirs + "\n");
     add_modules(cpio, kernel);
+    if (options.interactive) {
+        cpio.add_file(guest_protocol::kInteractiveFile, std::string());
+        winsize window{};
+        if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &window) == 0 && window.ws_row > 0)
+            cpio.add_file(guest_protocol::kWindowSizeFile,
+                          fmt::format("{} {}\n", window.ws_row, window.ws_col));
+    }
     return cpio.finish();
 }
 
@@ -136,6 +146,30 @@ void write_all(int fd, std::span<const std::uint8_t> bytes) {
 }
 
 // The part of the console from the panic or oops message on, if the kernel printed one.
+constexpr std::uint8_t kEscapeKey = 0x1d; // Ctrl-]
+
+// Puts the terminal on stdin in raw mode (keys go to the guest as typed) and restores it.
+class RawTerminal {
+  public:
+    RawTerminal() {
+        if (::tcgetattr(STDIN_FILENO, &saved_) != 0)
+            return;
+        termios raw = saved_;
+        ::cfmakeraw(&raw);
+        active_ = ::tcsetattr(STDIN_FILENO, TCSANOW, &raw) == 0;
+    }
+    RawTerminal(const RawTerminal&) = delete;
+    RawTerminal& operator=(const RawTerminal&) = delete;
+    ~RawTerminal() {
+        if (active_)
+            ::tcsetattr(STDIN_FILENO, TCSANOW, &saved_);
+    }
+
+  private:
+    termios saved_{};
+    bool active_ = false;
+};
+
 std::string kernel_command_line(const RunOptions& options) {
     return options.extra_cmdline.empty() ? kBaseCmdline : kBaseCmdline + (" " + options.extra_cmdline);
 }
@@ -200,7 +234,9 @@ PreparedRun prepare(const RunOptions& options) {
     x86_64::MachineConfig config;
     config.topology = Topology::parse(options.topology);
     config.memory_bytes = parse_memory_size(options.memory);
-    config.timeout = parse_duration(options.timeout);
+    config.hugepages = options.hugepages;
+    if (!options.timeout.empty())
+        config.timeout = parse_duration(options.timeout);
     KernelCache cache;
     if (!options.kernel && !cache.newest(Arch::x86_64))
         fetch_debian_kernel(cache, Arch::x86_64, true, std::cerr);
@@ -240,9 +276,19 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
             timeline->init_started = Clock::now();
         if (console.size() > 2 * kConsoleTail)
             console.erase(0, console.size() - kConsoleTail);
-        if (options.verbose)
+        if (options.interactive)
+            write_all(STDOUT_FILENO, bytes);
+        else if (options.verbose)
             write_all(STDERR_FILENO, bytes);
     };
+    // ktstr shell: this terminal, raw, is the guest console's other end.
+    std::optional<RawTerminal> raw_terminal;
+    if (options.interactive) {
+        config.com1_input_fd = STDIN_FILENO;
+        config.input_escape = kEscapeKey;
+        if (::isatty(STDIN_FILENO))
+            raw_terminal.emplace();
+    }
     GuestChannelDecoder channel({[](auto bytes) { write_all(STDOUT_FILENO, bytes); },
                                  [](auto bytes) { write_all(STDERR_FILENO, bytes); }});
     // The guest uses one channel, but nothing stops a hostile one from writing to both.
@@ -259,6 +305,7 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     StopReason stop = x86_64::run_machine(config);
     if (timeline)
         timeline->torn_down = Clock::now();
+    raw_terminal.reset();
 
     std::lock_guard lock(console_mutex);
     if (auto status = channel.exit_status())

@@ -22,7 +22,8 @@ class Serial16550 : public BusDevice {
     void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
-    // Queues host input for the guest; bytes past the buffer limit are dropped.
+    // Queues host input for the guest (held until the driver enables receive interrupts);
+    // bytes past the buffer limit are dropped.
     void receive(std::span<const std::uint8_t> bytes);
 
     static constexpr std::uint64_t kRegisterCount = 8;
@@ -38,7 +39,10 @@ class Serial16550 : public BusDevice {
     std::mutex mutex_;
     std::shared_ptr<InterruptLine> irq_;
     Output output_;
-    std::deque<std::uint8_t> rx_;
+    void accept_host_input();
+
+    std::deque<std::uint8_t> host_input_; // waiting for the driver
+    std::deque<std::uint8_t> rx_;         // visible in the data register
     std::uint8_t ier_ = 0;
     std::uint8_t lcr_ = 0;
     std::uint8_t mcr_ = 0;

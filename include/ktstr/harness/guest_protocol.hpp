@@ -21,6 +21,9 @@ inline constexpr std::uint32_t kHeaderSize = 5;
 inline constexpr const char* kCommandFile = "/ktstr/command"; // argv, NUL-terminated each
 inline constexpr const char* kModulesFile = "/ktstr/modules"; // module paths, one a line
 inline constexpr const char* kLibraryPathFile = "/ktstr/library-path";
+// Present for `ktstr shell`: the command gets the console as its terminal.
+inline constexpr const char* kInteractiveFile = "/ktstr/interactive";
+inline constexpr const char* kWindowSizeFile = "/ktstr/window-size"; // "rows cols"
 
 // The guest init's first words on the kernel console: the host times boots by them.
 inline constexpr const char* kInitStartedMarker = "ktstr-init: started";

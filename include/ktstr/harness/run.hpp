@@ -16,10 +16,12 @@ struct RunOptions {
     std::optional<std::string> kernel; // image path or cached version; newest cached otherwise
     std::string topology = "1n1l2c1t";
     std::string memory = "1G";
-    std::string timeout = "120s";
+    bool hugepages = false;
+    std::string timeout = "120s"; // empty: none
     std::vector<std::string> includes;
     std::string extra_cmdline;
-    bool verbose = false; // echo the guest kernel's console
+    bool verbose = false;     // echo the guest kernel's console
+    bool interactive = false; // the command gets the console and this terminal (ktstr shell)
     std::vector<std::string> command;
 };
 

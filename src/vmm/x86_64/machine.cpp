@@ -13,7 +13,15 @@
 #include "ktstr/vmm/x86_64/cpuid.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
 
+#include <algorithm>
+#include <array>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/use_awaitable.hpp>
 #include <fmt/format.h>
+#include <unistd.h>
 #include <sys/ioctl.h>
 
 namespace ktstr::x86_64 {
@@ -75,6 +83,30 @@ std::vector<NumaMemoryRange> split_memory_by_node(const GuestMemory& memory,
     return ranges;
 }
 
+// Host bytes into the guest's UART until end of file or the escape byte.
+asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
+                                    std::optional<std::uint8_t> escape, Serial16550& uart,
+                                    VmStop& stop) {
+    asio::posix::stream_descriptor input(executor, ::dup(fd));
+    std::array<std::uint8_t, 256> buffer;
+    for (;;) {
+        std::error_code ec;
+        std::size_t n = co_await input.async_read_some(
+            asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
+        if (ec)
+            co_return;
+        std::span<const std::uint8_t> bytes(buffer.data(), n);
+        if (escape) {
+            if (auto at = std::find(bytes.begin(), bytes.end(), *escape); at != bytes.end()) {
+                uart.receive(bytes.first(std::size_t(at - bytes.begin())));
+                stop.request({StopReason::Kind::interrupted, "left the guest (escape key)"});
+                co_return;
+            }
+        }
+        uart.receive(bytes);
+    }
+}
+
 void vm_ioctl(const Vm& vm, unsigned long request, unsigned long arg, const char* name) {
     if (::ioctl(vm.fd(), request, arg) != 0)
         throw_errno(name);
@@ -125,9 +157,14 @@ StopReason run_machine(const MachineConfig& config) {
     for (std::uint32_t queue = 0; queue < console->queue_count(); ++queue)
         add_ioeventfd(vm, console->queue_notifier(queue).fd(),
                       virtio_console.base + VirtioMmioTransport::kQueueNotifyOffset, queue);
-    io.insert(kCom1, Serial16550::kRegisterCount,
-              std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom1Irq),
-                                            config.com1_output));
+    auto com1 = std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom1Irq),
+                                              config.com1_output);
+    io.insert(kCom1, Serial16550::kRegisterCount, com1);
+    if (config.com1_input_fd >= 0)
+        asio::co_spawn(executor,
+                       forward_input(executor, config.com1_input_fd, config.input_escape, *com1,
+                                     stop),
+                       asio::detached);
     io.insert(kCom2, Serial16550::kRegisterCount,
               std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom2Irq),
                                             config.com2_output));

@@ -26,6 +26,10 @@ struct MachineConfig {
     std::function<void(std::span<const std::uint8_t>)> com1_output;
     std::function<void(std::span<const std::uint8_t>)> com2_output;
     std::function<void(std::span<const std::uint8_t>)> virtio_console_output;
+    // Host input for COM1 (the guest's console), read until end of file; -1 for none.
+    // `input_escape` read there stops the VM instead.
+    int com1_input_fd = -1;
+    std::optional<std::uint8_t> input_escape;
     // Called once the VM is built, just before the vCPUs start.
     std::function<void()> on_started;
     // When set, receives the VM exits of all vCPUs.
