@@ -4,6 +4,7 @@
 #include "ktstr/base/error.hpp"
 #include "ktstr/vmm/guest_memory.hpp"
 #include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/x86_64/boot.hpp"
 #include "ktstr/vmm/x86_64/cpuid.hpp"
 
 #include <array>
@@ -670,16 +671,7 @@ TEST_CASE("a real vCPU takes the table and its guest reads the topology back", "
         0xf4,                               // hlt
     };
     memory.write_bytes(GuestAddress(0x1000), code);
-    kvm_sregs sregs = vcpu.sregs();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    sregs.ds.base = 0;
-    sregs.ds.selector = 0;
-    vcpu.set_sregs(sregs);
-    kvm_regs regs{};
-    regs.rip = 0x1000;
-    regs.rflags = 0x2;
-    vcpu.set_regs(regs);
+    x86_64::setup_real_mode_vcpu(vcpu, GuestAddress(0x1000));
 
     std::uint32_t reason = vcpu.run();
     while (reason == KVM_EXIT_INTR)

@@ -1,6 +1,7 @@
 // Tests that need /dev/kvm; the test command runs them in the sandbox.
 #include "ktstr/vmm/guest_memory.hpp"
 #include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/x86_64/boot.hpp"
 #include "ktstr/vmm/self_check.hpp"
 
 #include <array>
@@ -33,16 +34,7 @@ TEST_CASE("guest stores land in the VMM's view of guest memory", "[kvm]") {
     memory.write<std::uint16_t>(GuestAddress(0x3000), 0xbeef);
 
     Vcpu vcpu = vm.create_vcpu(0);
-    kvm_sregs sregs = vcpu.sregs();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    sregs.ds.base = 0;
-    sregs.ds.selector = 0;
-    vcpu.set_sregs(sregs);
-    kvm_regs regs{};
-    regs.rip = 0x1000;
-    regs.rflags = 0x2;
-    vcpu.set_regs(regs);
+    x86_64::setup_real_mode_vcpu(vcpu, GuestAddress(0x1000));
 
     std::uint32_t reason = vcpu.run();
     while (reason == KVM_EXIT_INTR)

@@ -55,6 +55,11 @@ void write_file_atomic(const fs::path& path, const std::string& text) {
     write_file_atomic(path, std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
 }
 
+std::string file_stamp(const fs::path& path) {
+    return path.string() + ":" + std::to_string(fs::file_size(path)) + ":" +
+           std::to_string(fs::last_write_time(path).time_since_epoch().count());
+}
+
 fs::path ktstr_cache_dir() {
     if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
         return fs::path(xdg) / "ktstr";

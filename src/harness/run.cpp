@@ -86,15 +86,20 @@ void add_modules(CpioArchive& cpio, const KernelChoice& kernel) {
     cpio.add_file(guest_protocol::kModulesFile, list);
 }
 
-std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const KernelChoice& kernel,
-                                          std::vector<std::string>& guest_argv) {
+// What every run of this kernel shares: the init, busybox with its applets, the modules.
+// Built once and cached; the kernel unpacks it and the per-run archive one after the other.
+std::vector<std::uint8_t> base_initramfs(const KernelChoice& kernel) {
+    fs::path init = guest_init_path();
+    std::string key = file_stamp(init) + file_stamp(kernel.image) +
+                      (fs::exists(kBusybox) ? file_stamp(kBusybox) : std::string());
+    fs::path cached = ktstr_cache_dir() / "initramfs" /
+                      fmt::format("base-{:016x}.cpio", std::hash<std::string>{}(key));
+    if (fs::exists(cached))
+        return read_binary_file(cached);
+
     CpioArchive cpio;
     cpio.add_char_device("dev/console", 5, 1);
-    cpio.add_file("init", read_binary_file(guest_init_path()), 0755);
-    LibraryResolver resolver;
-    std::set<fs::path> added;
-    std::set<std::string> library_dirs;
-
+    cpio.add_file("init", read_binary_file(init), 0755);
     // A static busybox with its applets behind the host's programs on PATH: the shell
     // commands a test writes inline (cat, grep, nproc) work without --include.
     if (fs::exists(kBusybox)) {
@@ -104,6 +109,21 @@ std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const Kerne
             if (!applet.empty() && applet != "busybox")
                 cpio.add_symlink("ktstr/bin/" + applet, "busybox");
     }
+    add_modules(cpio, kernel);
+    std::vector<std::uint8_t> bytes = cpio.finish();
+    fs::create_directories(cached.parent_path());
+    write_file_atomic(cached, std::span<const std::uint8_t>(bytes));
+    return bytes;
+}
+
+// The base archive followed by this run's: the command with its libraries, the includes,
+// and what init needs to know.
+std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const KernelChoice& kernel,
+                                          std::vector<std::string>& guest_argv) {
+    CpioArchive cpio;
+    LibraryResolver resolver;
+    std::set<fs::path> added;
+    std::set<std::string> library_dirs;
 
     guest_argv = options.command;
     std::string& program = guest_argv.front();
@@ -125,7 +145,6 @@ std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const Kerne
     for (const auto& dir : library_dirs)
         dirs += (dirs.empty() ? "" : ":") + dir;
     cpio.add_file(guest_protocol::kLibraryPathFile, dirs + "\n");
-    add_modules(cpio, kernel);
     if (options.interactive) {
         cpio.add_file(guest_protocol::kInteractiveFile, std::string());
         winsize window{};
@@ -133,7 +152,10 @@ std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const Kerne
             cpio.add_file(guest_protocol::kWindowSizeFile,
                           fmt::format("{} {}\n", window.ws_row, window.ws_col));
     }
-    return cpio.finish();
+    std::vector<std::uint8_t> bytes = base_initramfs(kernel);
+    std::vector<std::uint8_t> run = cpio.finish();
+    bytes.insert(bytes.end(), run.begin(), run.end());
+    return bytes;
 }
 
 void write_all(int fd, std::span<const std::uint8_t> bytes) {

@@ -12,6 +12,7 @@
 #include "ktstr/vmm/kvm.hpp"
 #include "ktstr/vmm/self_check.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -48,15 +49,14 @@ mount -t 9p -o "$opts,ro,cache=loose" hostroot /host || fail "cannot mount the h
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
-mount -t tmpfs tmpfs /host/tmp
 mount -t tmpfs tmpfs /host/run
 while read -r tag path; do
   mkdir -p "/host$path" && mount -t 9p -o "$opts" "$tag" "/host$path" || fail "cannot mount $path"
 done < /run/ktstr/shares
 stty -F /dev/ttyS1 raw -echo
 stty -F /dev/ttyS2 raw -echo
-cp /run/ktstr/command.sh /host/tmp/.ktstr-command.sh
-run() { chroot /host /bin/sh /tmp/.ktstr-command.sh; echo $? > /run/ktstr/status; }
+cp /run/ktstr/command.sh /host/run/ktstr-command.sh
+run() { chroot /host /bin/sh /run/ktstr-command.sh; echo $? > /run/ktstr/status; }
 if [ -e /run/ktstr/interactive ]; then
   run < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS2
 else
@@ -106,12 +106,8 @@ fs::path l1_initramfs(const KernelChoice& kernel) {
     fs::path busybox = find_static_busybox();
     std::string init = replace_all(kL1Init, "@MOUNT_OPTIONS@", kMountOptions);
     // Rebuilt when the init script, the kernel or busybox changes.
-    auto stamp = [](const fs::path& file) {
-        return file.string() + ":" + std::to_string(fs::file_size(file)) + ":" +
-               std::to_string(fs::last_write_time(file).time_since_epoch().count());
-    };
     std::string key = fmt::format(
-        "{:016x}", std::hash<std::string>{}(init + stamp(kernel.image) + stamp(busybox)));
+        "{:016x}", std::hash<std::string>{}(init + file_stamp(kernel.image) + file_stamp(busybox)));
     fs::path cache_dir = ktstr_cache_dir() / "sandbox";
     fs::path cached = cache_dir / ("l1-" + key + ".cpio");
     if (fs::exists(cached))
@@ -162,18 +158,26 @@ std::string command_script(const std::vector<std::string>& command) {
     return script + "\n";
 }
 
-// Writable shares: the working directory and the ktstr cache, outermost first.
+// Writable shares: the temporary directory, the working directory and the ktstr cache,
+// outermost first; one inside another is covered by it.
 std::vector<fs::path> writable_paths() {
-    std::vector<fs::path> paths;
-    for (fs::path path : {fs::current_path(), ktstr_cache_dir()}) {
+    const char* tmpdir = std::getenv("TMPDIR");
+    std::vector<fs::path> wanted;
+    for (fs::path path : {fs::path(tmpdir && *tmpdir ? tmpdir : "/tmp"), fs::current_path(),
+                          ktstr_cache_dir()}) {
         fs::create_directories(path);
-        path = fs::canonical(path);
-        bool covered = false;
+        wanted.push_back(fs::canonical(path));
+    }
+    std::sort(wanted.begin(), wanted.end(),
+              [](const fs::path& a, const fs::path& b) { return a.string().size() < b.string().size(); });
+    std::vector<fs::path> paths;
+    for (const auto& path : wanted) {
+        bool covered = path == "/";
         for (const auto& other : paths) {
             auto rel = path.lexically_relative(other);
             covered |= !rel.empty() && !rel.string().starts_with("..");
         }
-        if (!covered && path != "/")
+        if (!covered)
             paths.push_back(path);
     }
     return paths;

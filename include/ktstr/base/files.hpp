@@ -14,6 +14,9 @@ std::vector<std::uint8_t> read_binary_file(const std::filesystem::path& path);
 void write_file_atomic(const std::filesystem::path& path, std::span<const std::uint8_t> data);
 void write_file_atomic(const std::filesystem::path& path, const std::string& text);
 
+// "path:size:mtime": changes when the file does, for keys of caches built from it.
+std::string file_stamp(const std::filesystem::path& path);
+
 // $XDG_CACHE_HOME/ktstr, or ~/.cache/ktstr.
 std::filesystem::path ktstr_cache_dir();
 

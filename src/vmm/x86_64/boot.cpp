@@ -235,6 +235,17 @@ void setup_boot_vcpu(const Vcpu& vcpu, const BootInfo& boot) {
     vcpu.set_regs(regs);
 }
 
+void setup_real_mode_vcpu(const Vcpu& vcpu, GuestAddress entry) {
+    kvm_sregs sregs = vcpu.sregs();
+    sregs.cs.base = sregs.ds.base = 0;
+    sregs.cs.selector = sregs.ds.selector = 0;
+    vcpu.set_sregs(sregs);
+    kvm_regs regs{};
+    regs.rip = entry.raw();
+    regs.rflags = 0x2; // bit 1 is reserved and must be set
+    vcpu.set_regs(regs);
+}
+
 void setup_local_apic(const Vcpu& vcpu) {
     kvm_lapic_state lapic{};
     if (::ioctl(vcpu.fd(), KVM_GET_LAPIC, &lapic) != 0)

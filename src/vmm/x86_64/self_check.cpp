@@ -49,14 +49,7 @@ SelfCheckReport run_kvm_self_check() {
     memory.write_bytes(kCodeAddress, code);
 
     Vcpu vcpu = vm.create_vcpu(0);
-    kvm_sregs sregs = vcpu.sregs();
-    sregs.cs.base = 0;
-    sregs.cs.selector = 0;
-    vcpu.set_sregs(sregs);
-    kvm_regs regs{};
-    regs.rip = kCodeAddress.raw();
-    regs.rflags = 0x2; // bit 1 is reserved and must be set
-    vcpu.set_regs(regs);
+    x86_64::setup_real_mode_vcpu(vcpu, kCodeAddress);
 
     while (report.exits.size() < kMaxExits) {
         std::uint32_t reason = vcpu.run();

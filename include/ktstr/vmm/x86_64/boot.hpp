@@ -38,6 +38,10 @@ void write_long_mode_tables(const GuestMemory& memory);
 // Puts the boot vCPU in 64-bit mode at the kernel's entry with %rsi = boot_params.
 void setup_boot_vcpu(const Vcpu& vcpu, const BootInfo& boot);
 
+// Puts a vCPU in real mode at `entry` (CS = DS = 0): for the few bytes of code that probe
+// KVM itself.
+void setup_real_mode_vcpu(const Vcpu& vcpu, GuestAddress entry);
+
 // LINT0 as ExtINT (the legacy PIC) and LINT1 as NMI on a vCPU's in-kernel local APIC.
 void setup_local_apic(const Vcpu& vcpu);
 
