@@ -45,7 +45,9 @@ int bench_vm_lifecycle(unsigned iterations) {
         micros.push_back(ms_between(start, end) * 1000);
     }
     std::sort(micros.begin(), micros.end());
-    auto at = [&](double q) { return micros[std::size_t(q * double(micros.size() - 1))]; };
+    auto at = [&](double q) {
+        return micros[std::size_t(q * double(micros.size() - 1))];
+    };
     std::cout << fmt::format("vm-lifecycle: {} runs, min {:.1f} us, p50 {:.1f} us, p99 {:.1f} us, "
                              "max {:.1f} us\n",
                              micros.size(), micros.front(), at(0.5), at(0.99), micros.back());
@@ -121,20 +123,45 @@ StageTimes time_qemu_boot(const RunOptions& options, unsigned cpus) {
          at = images.command_line.find("reboot=k"))
         images.command_line.replace(at, 8, "reboot=t");
     TempDir dir("ktstr-bench-qemu");
-    write_file_atomic(dir.path() / "initramfs.cpio", std::span<const std::uint8_t>(images.initramfs));
+    write_file_atomic(dir.path() / "initramfs.cpio",
+                      std::span<const std::uint8_t>(images.initramfs));
     int console_pipe[2], channel_pipe[2];
     if (::pipe2(console_pipe, O_CLOEXEC) != 0 || ::pipe2(channel_pipe, O_CLOEXEC) != 0)
         throw_errno("pipe");
     UniqueFd console_read(console_pipe[0]), console_write(console_pipe[1]);
     UniqueFd channel_read(channel_pipe[0]), channel_write(channel_pipe[1]);
-    std::vector<std::string> argv = {
-        qemu->string(), "-M", "microvm,rtc=on", "-accel", "kvm", "-cpu", "host",
-        "-smp", std::to_string(cpus), "-m", std::to_string(parse_memory_size(options.memory) >> 20),
-        "-kernel", images.kernel.string(), "-initrd", (dir.path() / "initramfs.cpio").string(),
-        "-append", images.command_line, "-nodefaults", "-no-user-config", "-display", "none",
-        "-no-reboot", "-chardev", "file,id=console,path=/proc/self/fd/3", "-serial",
-        "chardev:console", "-device", "virtio-serial-device,max_ports=1", "-chardev",
-        "file,id=channel,path=/proc/self/fd/4", "-device", "virtconsole,chardev=channel"};
+    std::vector<std::string> argv = {qemu->string(),
+                                     "-M",
+                                     "microvm,rtc=on",
+                                     "-accel",
+                                     "kvm",
+                                     "-cpu",
+                                     "host",
+                                     "-smp",
+                                     std::to_string(cpus),
+                                     "-m",
+                                     std::to_string(parse_memory_size(options.memory) >> 20),
+                                     "-kernel",
+                                     images.kernel.string(),
+                                     "-initrd",
+                                     (dir.path() / "initramfs.cpio").string(),
+                                     "-append",
+                                     images.command_line,
+                                     "-nodefaults",
+                                     "-no-user-config",
+                                     "-display",
+                                     "none",
+                                     "-no-reboot",
+                                     "-chardev",
+                                     "file,id=console,path=/proc/self/fd/3",
+                                     "-serial",
+                                     "chardev:console",
+                                     "-device",
+                                     "virtio-serial-device,max_ports=1",
+                                     "-chardev",
+                                     "file,id=channel,path=/proc/self/fd/4",
+                                     "-device",
+                                     "virtconsole,chardev=channel"};
     SpawnOptions spawn;
     spawn.quiet = true;
     spawn.redirects = {{console_write.get(), 3}, {channel_write.get(), 4}};
@@ -166,7 +193,8 @@ StageTimes time_qemu_boot(const RunOptions& options, unsigned cpus) {
                     console.find(guest_protocol::kInitStartedMarker) != std::string::npos)
                     times.init_started = ms_between(start, Clock::now());
             } else {
-                channel.feed(std::span(reinterpret_cast<const std::uint8_t*>(buffer), std::size_t(n)));
+                channel.feed(
+                    std::span(reinterpret_cast<const std::uint8_t*>(buffer), std::size_t(n)));
                 if (!times.command_exited && channel.exit_status())
                     times.command_exited = ms_between(start, Clock::now());
             }
@@ -182,12 +210,12 @@ StageTimes time_qemu_boot(const RunOptions& options, unsigned cpus) {
 }
 
 void print_times(const std::string& who, const StageTimes& t) {
-    std::cout << fmt::format("{:<22} {} {} {} {}\n", who, stage(t.setup_done), stage(t.init_started),
-                             stage(t.command_exited), stage(t.torn_down));
+    std::cout << fmt::format("{:<22} {} {} {} {}\n", who, stage(t.setup_done),
+                             stage(t.init_started), stage(t.command_exited), stage(t.torn_down));
 }
 
-int bench_boot(const RunOptions& options, const std::vector<std::string>& child_args,
-               unsigned runs, bool with_qemu) {
+int bench_boot(const RunOptions& options, const std::vector<std::string>& child_args, unsigned runs,
+               bool with_qemu) {
     Topology topology = Topology::parse(options.topology);
     std::cout << fmt::format("boot {} ({} vCPUs, {}), command: {}{}\n", topology.to_string(),
                              topology.cpus(), options.memory, options.command.front(),

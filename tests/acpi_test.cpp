@@ -103,9 +103,7 @@ class Disassembly {
     std::vector<std::pair<std::string, std::string>> fields_;
 };
 
-std::string quote(const std::filesystem::path& path) {
-    return "'" + path.string() + "'";
-}
+std::string quote(const std::filesystem::path& path) { return "'" + path.string() + "'"; }
 
 // Runs iasl and requires it to succeed without a word of complaint.
 void run_iasl(const std::string& arguments) {

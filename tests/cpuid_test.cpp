@@ -248,9 +248,7 @@ std::uint32_t cache_leaf_count(const GuestCpuid& cpuid, std::uint32_t function) 
     return count;
 }
 
-std::uint32_t threads_sharing(const Regs& cache) {
-    return bits(cache.eax, 14, 12) + 1;
-}
+std::uint32_t threads_sharing(const Regs& cache) { return bits(cache.eax, 14, 12) + 1; }
 
 LinuxView linux_view_intel(const GuestCpuid& cpuid, std::uint32_t apicid) {
     LinuxView view;
@@ -703,7 +701,7 @@ TEST_CASE("an AMD Zen 1 CPU is shown as Zen 2, whose LLCs Linux reads from CPUID
     std::uint32_t eax = find(table, 1)->eax;
     CHECK(bits(eax, 8, 4) + bits(eax, 20, 8) == 0x17);
     CHECK((bits(eax, 4, 4) | bits(eax, 16, 4) << 4) == 0x31);
-    CHECK(bits(eax, 0, 4) == 2); // stepping kept
+    CHECK(bits(eax, 0, 4) == 2);             // stepping kept
     entry_of(supported, 1).eax = 0x00830f10; // Zen 2 Rome: left alone
     CHECK(find(vcpu_cpuid(supported, topology, 5), 1)->eax == 0x00830f10);
 }

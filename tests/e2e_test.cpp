@@ -70,7 +70,8 @@ void check_guest_topology(const std::string& text) {
         for (std::uint32_t t = 0; t < topology.threads_per_core(); ++t)
             siblings.push_back(cpu - place.thread + t);
         CAPTURE(cpu);
-        CHECK(cpus[cpu] == " " + cpu_list(siblings) + " 0 " + cpu_list(topology.llc_cpus(place.llc)));
+        CHECK(cpus[cpu] ==
+              " " + cpu_list(siblings) + " 0 " + cpu_list(topology.llc_cpus(place.llc)));
     }
     REQUIRE(nodes.size() == topology.nodes());
     for (std::uint32_t node = 0; node < topology.nodes(); ++node) {
@@ -87,7 +88,8 @@ void check_guest_topology(const std::string& text) {
         return (" " + domains + " ").find(std::string(" ") + name + " ") != std::string::npos;
     };
     CHECK(has("SMT") == (topology.threads_per_core() > 1));
-    CHECK(has("MC") == (topology.cpus_per_llc() > 1 && topology.cpus() > topology.threads_per_core()));
+    CHECK(has("MC") ==
+          (topology.cpus_per_llc() > 1 && topology.cpus() > topology.threads_per_core()));
     CHECK(has("NUMA") == (topology.nodes() > 1));
 }
 

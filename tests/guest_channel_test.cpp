@@ -1,7 +1,7 @@
 #include "ktstr/harness/guest_channel.hpp"
 
-#include <catch2/catch_test_macros.hpp>
 #include <algorithm>
+#include <catch2/catch_test_macros.hpp>
 #include <string>
 
 using namespace ktstr;
@@ -23,7 +23,9 @@ std::vector<std::uint8_t> frame(std::uint8_t kind, const std::string& payload) {
 TEST_CASE("guest frames decode in any split", "[channel]") {
     std::string out, err;
     GuestChannelDecoder decoder({[&](auto b) { out.append(b.begin(), b.end()); },
-                                 [&](auto b) { err.append(b.begin(), b.end()); }});
+                                 [&](auto b) {
+                                     err.append(b.begin(), b.end());
+                                 }});
     std::vector<std::uint8_t> stream;
     for (auto part : {frame(1, "hello "), frame(2, "warn"), frame(1, "world"),
                       frame(3, std::string("\x07\x00\x00\x00", 4))})

@@ -24,10 +24,9 @@ void fake_cache_entry(const fs::path& root, const std::string& version, const st
     fs::path dir = root / (version + "-" + arch);
     fs::create_directories(dir);
     fake_bzimage(dir);
-    write_file_atomic(dir / "kernel.json",
-                      "{\"version\":\"" + version + "\",\"release\":\"" + version +
-                          "-amd64\",\"arch\":\"" + arch + "\",\"package_version\":\"" + version +
-                          "-1\"}");
+    write_file_atomic(dir / "kernel.json", "{\"version\":\"" + version + "\",\"release\":\"" +
+                                               version + "-amd64\",\"arch\":\"" + arch +
+                                               "\",\"package_version\":\"" + version + "-1\"}");
 }
 
 } // namespace
@@ -64,8 +63,8 @@ TEST_CASE("the kernel cache lists complete entries, newest first", "[kernel]") {
     auto chosen = choose_kernel(std::nullopt, Arch::x86_64, cache);
     CHECK(chosen.cached->version == "7.10.1+deb13");
     CHECK(choose_kernel(std::string("7.2.13+deb13"), Arch::x86_64, cache).cached);
-    auto by_path = choose_kernel((dir.path() / "7.3.4+deb13-arm64" / "vmlinuz").string(),
-                                 Arch::x86_64, cache);
+    auto by_path =
+        choose_kernel((dir.path() / "7.3.4+deb13-arm64" / "vmlinuz").string(), Arch::x86_64, cache);
     CHECK_FALSE(by_path.cached);
     CHECK_THROWS_AS(choose_kernel(std::string("6.1"), Arch::x86_64, cache), UsageError);
     CHECK_THROWS_AS(choose_kernel(std::string("/etc/passwd"), Arch::x86_64, cache), UsageError);

@@ -1,8 +1,8 @@
 // Tests that need /dev/kvm; the test command runs them in the sandbox.
 #include "ktstr/vmm/guest_memory.hpp"
 #include "ktstr/vmm/kvm.hpp"
-#include "ktstr/vmm/x86_64/boot.hpp"
 #include "ktstr/vmm/self_check.hpp"
+#include "ktstr/vmm/x86_64/boot.hpp"
 
 #include <array>
 #include <catch2/catch_test_macros.hpp>

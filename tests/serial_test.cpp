@@ -28,7 +28,8 @@ void out(Serial16550& uart, std::uint64_t reg, std::uint8_t value) {
 TEST_CASE("16550: transmit, divisor latch, scratch and loopback", "[serial]") {
     auto irq = std::make_shared<CountingLine>();
     std::string sent;
-    Serial16550 uart(irq, [&](std::span<const std::uint8_t> bytes) { sent.append(bytes.begin(), bytes.end()); });
+    Serial16550 uart(
+        irq, [&](std::span<const std::uint8_t> bytes) { sent.append(bytes.begin(), bytes.end()); });
 
     out(uart, 7, 0xa5);
     CHECK(in(uart, 7) == 0xa5);
@@ -36,13 +37,13 @@ TEST_CASE("16550: transmit, divisor latch, scratch and loopback", "[serial]") {
     out(uart, 0, 0x01);
     out(uart, 1, 0x00);
     CHECK(in(uart, 0) == 0x01);
-    out(uart, 3, 0x03); // 8N1, DLAB off
+    out(uart, 3, 0x03);                  // 8N1, DLAB off
     CHECK((in(uart, 5) & 0x60) == 0x60); // THR empty, transmitter idle
     out(uart, 0, 'h');
     out(uart, 0, 'i');
     CHECK(sent == "hi");
 
-    out(uart, 4, 0x10 | 0x0a); // loopback with RTS and OUT2
+    out(uart, 4, 0x10 | 0x0a);           // loopback with RTS and OUT2
     CHECK((in(uart, 6) & 0xf0) == 0x90); // CTS and DCD mirror RTS and OUT2
     out(uart, 0, 'x');
     CHECK(sent == "hi"); // looped back, not sent
@@ -60,7 +61,7 @@ TEST_CASE("16550: interrupts follow IER, OUT2 and IIR acknowledgement", "[serial
     uart.receive(input); // before the driver opens the port: held back
     CHECK((in(uart, 5) & 0x01) == 0);
     CHECK(in(uart, 0) == 0); // the driver's "clear for luck" read loses nothing
-    out(uart, 1, 0x01); // receive interrupts, but OUT2 still clear: the line stays quiet
+    out(uart, 1, 0x01);      // receive interrupts, but OUT2 still clear: the line stays quiet
     CHECK(irq->edges == 0);
     CHECK((in(uart, 5) & 0x01) == 1);
     out(uart, 4, 0x08); // OUT2

@@ -1,6 +1,6 @@
 #include "ktstr/base/error.hpp"
-#include "ktstr/initramfs/shared_libraries.hpp"
 #include "ktstr/base/process.hpp"
+#include "ktstr/initramfs/shared_libraries.hpp"
 #include "test_support.hpp"
 
 #include <algorithm>

@@ -1,8 +1,8 @@
 #include "ktstr/base/error.hpp"
 #include "ktstr/vmm/topology.hpp"
 
-#include <catch2/catch_test_macros.hpp>
 #include <algorithm>
+#include <catch2/catch_test_macros.hpp>
 #include <set>
 
 using namespace ktstr;
@@ -70,7 +70,8 @@ TEST_CASE("the gauntlet presets: 24 on x86-64, 14 without SMT on arm64", "[topol
         CHECK(ids.size() == t.cpus());
         CHECK(t.max_apic_id() == *ids.rbegin());
     }
-    auto max_cpu = std::find_if(x86.begin(), x86.end(), [](auto& p) { return p.name == "max-cpu"; });
+    auto max_cpu =
+        std::find_if(x86.begin(), x86.end(), [](auto& p) { return p.name == "max-cpu"; });
     REQUIRE(max_cpu != x86.end());
     CHECK(max_cpu->topology.cpus() == 252);
     CHECK(max_cpu->topology.needs_x2apic()); // 14 LLCs << 5 bits reach past 254

@@ -92,7 +92,8 @@ TEST_CASE("virtio-mmio identifies a version 2 console", "[virtio]") {
 TEST_CASE("console output travels through the transmit queue in order", "[virtio]") {
     Driver driver;
     driver.bring_up();
-    driver.memory.write_bytes(kData, std::span(reinterpret_cast<const std::uint8_t*>("hello, world"), 12));
+    driver.memory.write_bytes(kData,
+                              std::span(reinterpret_cast<const std::uint8_t*>("hello, world"), 12));
     driver.descriptor(0, kData.raw(), 7, 1, 1); // "hello, " chained to "world"
     driver.descriptor(1, kData.raw() + 7, 5, 0, 0);
     driver.make_available(0);

@@ -70,9 +70,12 @@ void mount_filesystems() {
         const char* type;
     };
     const Mount mounts[] = {
-        {"proc", "/proc", "proc"},          {"sysfs", "/sys", "sysfs"},
-        {"devtmpfs", "/dev", "devtmpfs"},   {"tmpfs", "/tmp", "tmpfs"},
-        {"tmpfs", "/run", "tmpfs"},         {"cgroup2", "/sys/fs/cgroup", "cgroup2"},
+        {"proc", "/proc", "proc"},
+        {"sysfs", "/sys", "sysfs"},
+        {"devtmpfs", "/dev", "devtmpfs"},
+        {"tmpfs", "/tmp", "tmpfs"},
+        {"tmpfs", "/run", "tmpfs"},
+        {"cgroup2", "/sys/fs/cgroup", "cgroup2"},
         {"debugfs", "/sys/kernel/debug", "debugfs"},
         {"tracefs", "/sys/kernel/tracing", "tracefs"},
     };

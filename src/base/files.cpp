@@ -52,7 +52,8 @@ void write_file_atomic(const fs::path& path, std::span<const std::uint8_t> data)
 }
 
 void write_file_atomic(const fs::path& path, const std::string& text) {
-    write_file_atomic(path, std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
+    write_file_atomic(path,
+                      std::span(reinterpret_cast<const std::uint8_t*>(text.data()), text.size()));
 }
 
 std::string file_stamp(const fs::path& path) {

@@ -1,8 +1,8 @@
 // ktstr: boots kernels with synthetic CPU topologies in KVM to test Linux schedulers.
 #include "ktstr/base/arch.hpp"
 #include "ktstr/base/error.hpp"
-#include "ktstr/kernel/debian_kernel.hpp"
 #include "ktstr/harness/run.hpp"
+#include "ktstr/kernel/debian_kernel.hpp"
 #include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/sandbox/sandbox.hpp"
 #include "ktstr/vmm/self_check.hpp"
@@ -90,8 +90,9 @@ int main(int argc, char** argv) {
     auto add_vm_options = [&](CLI::App* command) {
         command->add_option("--kernel", run_options.kernel,
                             "Kernel image path or cached version (default: newest cached)");
-        command->add_option("--topology", run_options.topology,
-                            "NnNlNcNt: NUMA nodes, LLCs, cores per LLC, threads per core")
+        command
+            ->add_option("--topology", run_options.topology,
+                         "NnNlNcNt: NUMA nodes, LLCs, cores per LLC, threads per core")
             ->capture_default_str();
         command->add_option("--memory", run_options.memory, "Guest memory, e.g. 512M or 2G")
             ->capture_default_str();
@@ -99,8 +100,9 @@ int main(int argc, char** argv) {
                             "Extra files for the guest, at the same paths (programs with their "
                             "libraries)");
         command->add_option("--cmdline", run_options.extra_cmdline, "Extra kernel command line");
-        command->add_flag("--hugepages", run_options.hugepages,
-                          "Back guest memory with 2 MiB huge pages (see /proc/sys/vm/nr_hugepages)");
+        command->add_flag(
+            "--hugepages", run_options.hugepages,
+            "Back guest memory with 2 MiB huge pages (see /proc/sys/vm/nr_hugepages)");
     };
     auto* run = app.add_subcommand(
         "run", "Boot a kernel with a synthetic CPU topology and run a command inside; exits "

@@ -6,8 +6,8 @@ namespace ktstr {
 
 namespace {
 constexpr std::uint8_t kSeconds = 0x00, kMinutes = 0x02, kHours = 0x04, kWeekday = 0x06,
-                       kDay = 0x07, kMonth = 0x08, kYear = 0x09, kStatusA = 0x0a,
-                       kStatusB = 0x0b, kStatusC = 0x0c, kStatusD = 0x0d, kCentury = 0x32;
+                       kDay = 0x07, kMonth = 0x08, kYear = 0x09, kStatusA = 0x0a, kStatusB = 0x0b,
+                       kStatusC = 0x0c, kStatusD = 0x0d, kCentury = 0x32;
 constexpr std::uint8_t kStatusA32kHzDivider = 0x26; // UIP (bit 7) stays clear
 constexpr std::uint8_t kStatusB24Hour = 0x02;       // BCD, 24-hour, no interrupts
 constexpr std::uint8_t kStatusDValidRam = 0x80;
@@ -48,7 +48,7 @@ void CmosRtc::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
         return;
     if (offset == 0)
         index_ = data[0] & 0x7f; // bit 7 masks NMIs on real hardware
-    else if (index_ >= 0x0e) // the clock itself is read-only here; the rest is plain RAM
+    else if (index_ >= 0x0e)     // the clock itself is read-only here; the rest is plain RAM
         ram_[index_] = data[0];
 }
 

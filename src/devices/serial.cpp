@@ -101,8 +101,7 @@ std::uint8_t Serial16550::read_register(std::uint8_t index) {
             rx_.pop_front();
             return byte;
         }
-    case kIer:
-        return dlab ? dlm_ : ier_;
+    case kIer: return dlab ? dlm_ : ier_;
     case kIir: {
         std::uint8_t iir = interrupt_identification();
         // Reading IIR acknowledges a transmitter-empty interrupt.
@@ -110,19 +109,15 @@ std::uint8_t Serial16550::read_register(std::uint8_t index) {
             thr_interrupt_pending_ = false;
         return iir;
     }
-    case kLcr:
-        return lcr_;
-    case kMcr:
-        return mcr_;
-    case kLsr:
-        return kLsrThrEmpty | kLsrIdle | (rx_.empty() ? 0 : kLsrDataReady);
+    case kLcr: return lcr_;
+    case kMcr: return mcr_;
+    case kLsr: return kLsrThrEmpty | kLsrIdle | (rx_.empty() ? 0 : kLsrDataReady);
     case kMsr:
         if (mcr_ & kMcrLoop)
             return (mcr_ & kMcrDtr ? kMsrDsr : 0) | (mcr_ & kMcrRts ? kMsrCts : 0) |
                    (mcr_ & kMcrOut1 ? kMsrRi : 0) | (mcr_ & kMcrOut2 ? kMsrDcd : 0);
         return kMsrDcd | kMsrDsr | kMsrCts;
-    default:
-        return scr_;
+    default: return scr_;
     }
 }
 
@@ -158,15 +153,9 @@ void Serial16550::write_register(std::uint8_t index, std::uint8_t value) {
         if (value & kFcrClearRx)
             rx_.clear();
         break;
-    case kLcr:
-        lcr_ = value;
-        break;
-    case kMcr:
-        mcr_ = value & 0x1f;
-        break;
-    case kScr:
-        scr_ = value;
-        break;
+    case kLcr: lcr_ = value; break;
+    case kMcr: mcr_ = value & 0x1f; break;
+    case kScr: scr_ = value; break;
     default: // LSR and MSR are read-only
         break;
     }

@@ -16,9 +16,9 @@ void GuestChannelDecoder::feed(std::span<const std::uint8_t> bytes) {
     std::size_t at = 0;
     while (pending_.size() - at >= guest_protocol::kHeaderSize) {
         auto kind = FrameKind(pending_[at]);
-        std::uint32_t length = std::uint32_t(pending_[at + 1]) | std::uint32_t(pending_[at + 2]) << 8 |
-                               std::uint32_t(pending_[at + 3]) << 16 |
-                               std::uint32_t(pending_[at + 4]) << 24;
+        std::uint32_t length =
+            std::uint32_t(pending_[at + 1]) | std::uint32_t(pending_[at + 2]) << 8 |
+            std::uint32_t(pending_[at + 3]) << 16 | std::uint32_t(pending_[at + 4]) << 24;
         if (kind < FrameKind::stdout_data || kind > FrameKind::init_error) {
             broken_ = fmt::format("the guest sent a frame of unknown kind {}", int(kind));
             break;
@@ -57,9 +57,7 @@ void GuestChannelDecoder::deliver(FrameKind kind, std::span<const std::uint8_t> 
         std::memcpy(&status, payload.data(), sizeof status);
         exit_status_ = status;
         break;
-    case FrameKind::init_error:
-        init_error_.assign(payload.begin(), payload.end());
-        break;
+    case FrameKind::init_error: init_error_.assign(payload.begin(), payload.end()); break;
     }
 }
 

@@ -17,9 +17,9 @@
 #include <fmt/format.h>
 #include <iostream>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <sstream>
-#include <optional>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -51,14 +51,16 @@ std::pair<std::uint64_t, std::string_view> split_number(std::string_view text) {
 fs::path guest_init_path() {
     fs::path init = fs::read_symlink("/proc/self/exe").parent_path() / "ktstr-guest-init";
     if (!fs::exists(init))
-        throw Error("the guest init " + init.string() + " is missing (build target ktstr-guest-init)");
+        throw Error("the guest init " + init.string() +
+                    " is missing (build target ktstr-guest-init)");
     return init;
 }
 
 // Adds `file` at its own path, and for an ELF program its interpreter and libraries.
 void add_with_libraries(CpioArchive& cpio, const LibraryResolver& resolver, const fs::path& file,
                         std::set<fs::path>& added, std::set<std::string>& library_dirs) {
-    bool is_elf = read_file(file).starts_with("\x7f" "ELF");
+    bool is_elf = read_file(file).starts_with("\x7f"
+                                              "ELF");
     std::vector<fs::path> files = is_elf ? resolver.closure(file) : std::vector<fs::path>{file};
     for (const auto& path : files) {
         fs::path absolute = fs::absolute(path);
@@ -193,16 +195,16 @@ class RawTerminal {
 };
 
 std::string kernel_command_line(const RunOptions& options) {
-    return options.extra_cmdline.empty() ? kBaseCmdline : kBaseCmdline + (" " + options.extra_cmdline);
+    return options.extra_cmdline.empty() ? kBaseCmdline
+                                         : kBaseCmdline + (" " + options.extra_cmdline);
 }
 
 std::string find_panic(const std::string& console) {
     for (const char* marker : {"Kernel panic", "Oops:"}) {
         auto at = console.find(marker);
         if (at != std::string::npos)
-            return console.substr(console.rfind('\n', at) == std::string::npos
-                                      ? 0
-                                      : console.rfind('\n', at) + 1);
+            return console.substr(
+                console.rfind('\n', at) == std::string::npos ? 0 : console.rfind('\n', at) + 1);
     }
     return {};
 }
@@ -230,7 +232,7 @@ std::uint64_t parse_memory_size(std::string_view text) {
 
 std::chrono::milliseconds parse_duration(std::string_view text) {
     auto [value, unit] = split_number(text);
-    std::uint64_t ms_per_unit = unit == "ms" ? 1
+    std::uint64_t ms_per_unit = unit == "ms"                  ? 1
                                 : unit == "s" || unit.empty() ? 1000
                                 : unit == "m"                 ? 60'000
                                 : unit == "h"                 ? 3'600'000
@@ -275,7 +277,8 @@ void validate_run_options(const RunOptions& options) { prepare(options); }
 BootImages build_boot_images(const RunOptions& options) {
     auto [config, kernel] = prepare(options);
     std::vector<std::string> guest_argv;
-    return {kernel.image, build_initramfs(options, kernel, guest_argv), kernel_command_line(options)};
+    return {kernel.image, build_initramfs(options, kernel, guest_argv),
+            kernel_command_line(options)};
 }
 
 int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
@@ -285,7 +288,9 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     config.command_line = kernel_command_line(options);
     if (timeline) {
         config.exit_counts = &timeline->exits;
-        config.on_started = [timeline] { timeline->vmm_ready = Clock::now(); };
+        config.on_started = [timeline] {
+            timeline->vmm_ready = Clock::now();
+        };
     }
 
     std::mutex console_mutex;
@@ -312,7 +317,9 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
             raw_terminal.emplace();
     }
     GuestChannelDecoder channel({[](auto bytes) { write_all(STDOUT_FILENO, bytes); },
-                                 [](auto bytes) { write_all(STDERR_FILENO, bytes); }});
+                                 [](auto bytes) {
+                                     write_all(STDERR_FILENO, bytes);
+                                 }});
     // The guest uses one channel, but nothing stops a hostile one from writing to both.
     std::mutex channel_mutex;
     auto feed_channel = [&](std::span<const std::uint8_t> bytes) {
@@ -346,8 +353,7 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     case StopReason::Kind::timeout:
         return fail(fmt::format("the guest did not finish within {}; stopped it", options.timeout),
                     124);
-    case StopReason::Kind::interrupted:
-        return fail(stop.message, 130);
+    case StopReason::Kind::interrupted: return fail(stop.message, 130);
     default:
         if (!options.verbose && !console.empty())
             std::cerr << console.substr(console.size() > 4000 ? console.size() - 4000 : 0);

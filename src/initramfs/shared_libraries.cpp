@@ -4,11 +4,11 @@
 #include "ktstr/base/fd.hpp"
 #include "ktstr/base/process.hpp"
 
+#include <algorithm>
+#include <cstring>
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
-#include <algorithm>
-#include <cstring>
 #include <set>
 #include <sstream>
 
@@ -43,11 +43,16 @@ constexpr const char* kCacheTag =
 
 const char* const kDefaultDirs[] = {
 #if defined(__x86_64__)
-    "/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
 #elif defined(__aarch64__)
-    "/lib/aarch64-linux-gnu", "/usr/lib/aarch64-linux-gnu",
+    "/lib/aarch64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
 #endif
-    "/lib64", "/usr/lib64", "/lib", "/usr/lib"};
+    "/lib64",
+    "/usr/lib64",
+    "/lib",
+    "/usr/lib"};
 
 } // namespace
 
@@ -73,8 +78,8 @@ ElfDependencies read_elf_dependencies(const fs::path& file) {
         std::size_t size = 0;
         const char* image = elf_rawfile(elf, &size);
         if (image && phdr.p_offset < size && phdr.p_filesz <= size - phdr.p_offset)
-            deps.interpreter = std::string(image + phdr.p_offset,
-                                           ::strnlen(image + phdr.p_offset, phdr.p_filesz));
+            deps.interpreter =
+                std::string(image + phdr.p_offset, ::strnlen(image + phdr.p_offset, phdr.p_filesz));
     }
     for (Elf_Scn* section = elf_nextscn(elf, nullptr); section;
          section = elf_nextscn(elf, section)) {

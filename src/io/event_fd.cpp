@@ -30,8 +30,7 @@ void EventFd::signal() const {
 
 asio::awaitable<std::uint64_t> EventFd::wait() {
     std::uint64_t count = 0;
-    co_await asio::async_read(descriptor_, asio::buffer(&count, sizeof count),
-                              asio::use_awaitable);
+    co_await asio::async_read(descriptor_, asio::buffer(&count, sizeof count), asio::use_awaitable);
     co_return count;
 }
 

@@ -43,16 +43,25 @@ class PrivateApt {
             write_file_atomic(dir_ / "status", std::string());
         const passwd* user = ::getpwuid(::geteuid());
         options_ = {
-            "-o", "Dir::Etc::SourceList=" + (dir_ / "sources.list").string(),
-            "-o", "Dir::Etc::SourceParts=-",
-            "-o", "Dir::State::Lists=" + (dir_ / "lists").string(),
-            "-o", "Dir::Cache=" + (dir_ / "cache").string(),
-            "-o", "Dir::State::status=" + (dir_ / "status").string(),
-            "-o", "APT::Architecture=" + std::string(debian_arch(arch)),
-            "-o", "APT::Architectures::=" + std::string(debian_arch(arch)),
+            "-o",
+            "Dir::Etc::SourceList=" + (dir_ / "sources.list").string(),
+            "-o",
+            "Dir::Etc::SourceParts=-",
+            "-o",
+            "Dir::State::Lists=" + (dir_ / "lists").string(),
+            "-o",
+            "Dir::Cache=" + (dir_ / "cache").string(),
+            "-o",
+            "Dir::State::status=" + (dir_ / "status").string(),
+            "-o",
+            "APT::Architecture=" + std::string(debian_arch(arch)),
+            "-o",
+            "APT::Architectures::=" + std::string(debian_arch(arch)),
             // The private directories belong to us; apt's _apt sandbox user could not write them.
-            "-o", std::string("APT::Sandbox::User=") + (user ? user->pw_name : "root"),
-            "-o", "Debug::NoLocking=1",
+            "-o",
+            std::string("APT::Sandbox::User=") + (user ? user->pw_name : "root"),
+            "-o",
+            "Debug::NoLocking=1",
             "-q",
         };
     }

@@ -83,7 +83,8 @@ struct Pipe {
 };
 
 std::string replace_all(std::string text, const std::string& from, const std::string& to) {
-    for (auto pos = text.find(from); pos != std::string::npos; pos = text.find(from, pos + to.size()))
+    for (auto pos = text.find(from); pos != std::string::npos;
+         pos = text.find(from, pos + to.size()))
         text.replace(pos, from.size(), to);
     return text;
 }
@@ -91,7 +92,9 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 bool is_static_elf(const fs::path& file) {
     // A dynamically linked ELF names its interpreter (PT_INTERP, "/lib64/ld-linux...").
     std::string bytes = read_file(file);
-    return bytes.starts_with("\x7f" "ELF") && bytes.find("/ld-linux") == std::string::npos;
+    return bytes.starts_with("\x7f"
+                             "ELF") &&
+           bytes.find("/ld-linux") == std::string::npos;
 }
 
 fs::path find_static_busybox() {
@@ -163,13 +166,14 @@ std::string command_script(const std::vector<std::string>& command) {
 std::vector<fs::path> writable_paths() {
     const char* tmpdir = std::getenv("TMPDIR");
     std::vector<fs::path> wanted;
-    for (fs::path path : {fs::path(tmpdir && *tmpdir ? tmpdir : "/tmp"), fs::current_path(),
-                          ktstr_cache_dir()}) {
+    for (fs::path path :
+         {fs::path(tmpdir && *tmpdir ? tmpdir : "/tmp"), fs::current_path(), ktstr_cache_dir()}) {
         fs::create_directories(path);
         wanted.push_back(fs::canonical(path));
     }
-    std::sort(wanted.begin(), wanted.end(),
-              [](const fs::path& a, const fs::path& b) { return a.string().size() < b.string().size(); });
+    std::sort(wanted.begin(), wanted.end(), [](const fs::path& a, const fs::path& b) {
+        return a.string().size() < b.string().size();
+    });
     std::vector<fs::path> paths;
     for (const auto& path : wanted) {
         bool covered = path == "/";
@@ -196,11 +200,29 @@ int run_emulated(const SandboxOptions& options) {
     write_file_atomic(run_dir.path() / "command.sh", command_script(options.command));
     std::string shares;
     std::vector<std::string> argv = {
-        qemu->string(), "-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt", "-smp", "2",
-        "-m", "4G", "-M", "pc", "-nodefaults", "-no-reboot", "-display", "none",
-        "-kernel", kernel.image.string(), "-initrd", initramfs.string(),
-        "-append", "console=ttyS0 quiet panic=-1 rdinit=/init mitigations=off",
-        "-serial", "file:" + (run_dir.path() / "console.log").string(),
+        qemu->string(),
+        "-accel",
+        "tcg,thread=multi",
+        "-cpu",
+        "EPYC,+svm,+npt",
+        "-smp",
+        "2",
+        "-m",
+        "4G",
+        "-M",
+        "pc",
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-kernel",
+        kernel.image.string(),
+        "-initrd",
+        initramfs.string(),
+        "-append",
+        "console=ttyS0 quiet panic=-1 rdinit=/init mitigations=off",
+        "-serial",
+        "file:" + (run_dir.path() / "console.log").string(),
     };
     // The command's output reaches ours through pipes (fds 3 and 4 in QEMU), so that it is
     // written through our own descriptors; QEMU's own messages go to a log. On a terminal,
@@ -231,7 +253,9 @@ int run_emulated(const SandboxOptions& options) {
     }
     write_file_atomic(run_dir.path() / "shares", shares);
 
-    std::cerr << "ktstr sandbox: " << (Kvm::usable() ? "this host's /dev/kvm cannot run guests" : "no /dev/kvm on this host")
+    std::cerr << "ktstr sandbox: "
+              << (Kvm::usable() ? "this host's /dev/kvm cannot run guests"
+                                : "no /dev/kvm on this host")
               << "; running under nested KVM in a QEMU TCG guest (timings are emulated)"
               << std::endl;
     UniqueFd qemu_log(::open((run_dir.path() / "qemu.log").c_str(),
@@ -244,7 +268,8 @@ int run_emulated(const SandboxOptions& options) {
         spawn.redirects.emplace_back(devnull.get(), STDIN_FILENO);
 
     // Ctrl-C reaches QEMU through the terminal; stay alive to clean up after it.
-    struct sigaction ignore{}, old_int{};
+    struct sigaction ignore {
+    }, old_int{};
     ignore.sa_handler = SIG_IGN;
     ::sigaction(SIGINT, &ignore, &old_int);
     ChildProcess child = start_process(argv, spawn);
@@ -292,7 +317,8 @@ std::string shell_quote(const std::string& word) {
 
 int run_in_sandbox(const SandboxOptions& options) {
     if (options.command.empty())
-        throw UsageError("sandbox: no command given (usage: ktstr sandbox [options] -- CMD [ARGS...])");
+        throw UsageError(
+            "sandbox: no command given (usage: ktstr sandbox [options] -- CMD [ARGS...])");
     if (options.kernel) // a bad --kernel is an error wherever the command would run
         choose_kernel(options.kernel, options.arch, KernelCache());
     if (options.force_emulation || !host_kvm_runs_guests())

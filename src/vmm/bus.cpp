@@ -12,8 +12,8 @@ void Bus::insert(std::uint64_t base, std::uint64_t length, std::shared_ptr<BusDe
         throw Error(fmt::format("bus range {:#x}+{:#x} is empty or wraps", base, length));
     auto next = ranges_.lower_bound(base);
     bool overlaps_next = next != ranges_.end() && next->first < base + length;
-    bool overlaps_prev = next != ranges_.begin() &&
-                         std::prev(next)->first + std::prev(next)->second.length > base;
+    bool overlaps_prev =
+        next != ranges_.begin() && std::prev(next)->first + std::prev(next)->second.length > base;
     if (overlaps_next || overlaps_prev)
         throw Error(fmt::format("bus range {:#x}+{:#x} overlaps another device", base, length));
     ranges_.emplace(base, Range{length, std::move(device)});

@@ -12,7 +12,8 @@ constexpr std::uint64_t kHugePageSize = 2ull << 20;
 
 GuestAddress GuestAddress::operator+(std::uint64_t offset) const {
     if (offset > UINT64_MAX - raw_)
-        throw GuestMemoryError(fmt::format("guest address {:#x} + {:#x} wraps around", raw_, offset));
+        throw GuestMemoryError(
+            fmt::format("guest address {:#x} + {:#x} wraps around", raw_, offset));
     return GuestAddress(raw_ + offset);
 }
 

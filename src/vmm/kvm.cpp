@@ -15,7 +15,8 @@ Kvm::Kvm() : fd_(::open("/dev/kvm", O_RDWR | O_CLOEXEC)) {
         throw_errno("cannot open /dev/kvm");
     int version = ::ioctl(fd_.get(), KVM_GET_API_VERSION, 0);
     if (version != KVM_API_VERSION)
-        throw Error(fmt::format("/dev/kvm speaks API version {}, not {}", version, KVM_API_VERSION));
+        throw Error(
+            fmt::format("/dev/kvm speaks API version {}, not {}", version, KVM_API_VERSION));
     int size = ::ioctl(fd_.get(), KVM_GET_VCPU_MMAP_SIZE, 0);
     if (size <= 0)
         throw_errno("KVM_GET_VCPU_MMAP_SIZE");

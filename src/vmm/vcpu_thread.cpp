@@ -64,16 +64,13 @@ bool VcpuThread::handle_exit(std::uint32_t reason) {
             mmio_.read(run.mmio.phys_addr, access);
         return true;
     }
-    case KVM_EXIT_HLT:
-        return stop(StopReason::Kind::poweroff, "halted");
-    case KVM_EXIT_SHUTDOWN:
-        return stop(StopReason::Kind::triple_fault, "shutdown (triple fault)");
+    case KVM_EXIT_HLT: return stop(StopReason::Kind::poweroff, "halted");
+    case KVM_EXIT_SHUTDOWN: return stop(StopReason::Kind::triple_fault, "shutdown (triple fault)");
     case KVM_EXIT_SYSTEM_EVENT:
         switch (run.system_event.type) {
         case KVM_SYSTEM_EVENT_SHUTDOWN:
             return stop(StopReason::Kind::poweroff, "system event: power off");
-        case KVM_SYSTEM_EVENT_RESET:
-            return stop(StopReason::Kind::reset, "system event: reset");
+        case KVM_SYSTEM_EVENT_RESET: return stop(StopReason::Kind::reset, "system event: reset");
         case KVM_SYSTEM_EVENT_CRASH:
             return stop(StopReason::Kind::error, "system event: guest crash");
         default:
@@ -87,8 +84,7 @@ bool VcpuThread::handle_exit(std::uint32_t reason) {
     case KVM_EXIT_INTERNAL_ERROR:
         return stop(StopReason::Kind::error,
                     fmt::format("KVM internal error (suberror {})", run.internal.suberror));
-    default:
-        return stop(StopReason::Kind::error, fmt::format("unhandled KVM exit {}", reason));
+    default: return stop(StopReason::Kind::error, fmt::format("unhandled KVM exit {}", reason));
     }
 }
 

@@ -4,12 +4,12 @@
 #include "ktstr/io/event_fd.hpp"
 #include "ktstr/vmm/vcpu_thread.hpp"
 
+#include <asio/awaitable.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/signal_set.hpp>
 #include <asio/steady_timer.hpp>
-#include <asio/awaitable.hpp>
 #include <fmt/format.h>
 #include <memory>
 #include <sys/eventfd.h>
@@ -18,8 +18,7 @@
 
 namespace ktstr {
 
-IrqFd::IrqFd(const Vm& vm, std::uint32_t gsi)
-    : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+IrqFd::IrqFd(const Vm& vm, std::uint32_t gsi) : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (!fd_)
         throw_errno("eventfd");
     kvm_irqfd irqfd{};
@@ -46,8 +45,8 @@ void add_ioeventfd(const Vm& vm, int notifier, GuestAddress address, std::uint32
         throw_errno(fmt::format("KVM_IOEVENTFD at {:#x}", address.raw()));
 }
 
-StopReason run_vm(asio::io_context& loop, std::vector<Vcpu>& vcpus, const Bus& io,
-                  const Bus& mmio, VmStop& stop, std::optional<std::chrono::milliseconds> timeout,
+StopReason run_vm(asio::io_context& loop, std::vector<Vcpu>& vcpus, const Bus& io, const Bus& mmio,
+                  VmStop& stop, std::optional<std::chrono::milliseconds> timeout,
                   ExitCounts* exit_counts) {
     EventFd stopped(loop);
     stop.set_notify_fd(stopped.fd());

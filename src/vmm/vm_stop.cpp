@@ -16,7 +16,7 @@ int VmStop::kick_signal() { return SIGRTMIN; }
 
 VmStop::VmStop() {
     // A handler that does nothing, without SA_RESTART: KVM_RUN returns EINTR.
-    struct sigaction action{};
+    struct sigaction action {};
     action.sa_handler = ignore_kick;
     ::sigemptyset(&action.sa_mask);
     ::sigaction(kick_signal(), &action, nullptr);

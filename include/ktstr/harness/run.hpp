@@ -3,8 +3,8 @@
 #include "ktstr/vmm/exit_counts.hpp"
 
 #include <chrono>
-#include <filesystem>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -37,10 +37,10 @@ void validate_run_options(const RunOptions& options);
 // When a run reached each stage, as the host saw it, and the VM exits it took.
 struct BootTimeline {
     using Clock = std::chrono::steady_clock;
-    Clock::time_point vmm_ready;                  // the VM is built; vCPUs start
+    Clock::time_point vmm_ready;                     // the VM is built; vCPUs start
     std::optional<Clock::time_point> init_started;   // the guest init's first console line
     std::optional<Clock::time_point> command_exited; // its exit status arrived
-    Clock::time_point torn_down;                  // the VM and its threads are gone
+    Clock::time_point torn_down;                     // the VM and its threads are gone
     ExitCounts exits;
 };
 

@@ -12,8 +12,8 @@ namespace ktstr {
 // One kernel in the cache: <cache>/kernels/<version>-<arch>/ holding vmlinuz, config,
 // System.map, kernel.json and lib/modules/<release>/ (with modules.dep).
 struct CachedKernel {
-    std::string version;         // "7.3.4+deb13"
-    std::string release;         // uname -r: "7.3.4+deb13-amd64"
+    std::string version; // "7.3.4+deb13"
+    std::string release; // uname -r: "7.3.4+deb13-amd64"
     Arch arch = Arch::x86_64;
     std::string package_version; // Debian's: "7.3.4-1~bpo13+1"
     std::filesystem::path dir;

@@ -27,7 +27,7 @@ class ModuleTree {
 
     std::filesystem::path root_;
     std::map<std::string, std::vector<std::string>, std::less<>> depends_; // file -> files
-    std::map<std::string, std::string, std::less<>> file_by_name_;       // name -> file
+    std::map<std::string, std::string, std::less<>> file_by_name_;         // name -> file
 };
 
 // "kernel/arch/x86/kvm/kvm-amd.ko.xz" -> "kvm_amd".

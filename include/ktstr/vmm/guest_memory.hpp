@@ -68,14 +68,14 @@ class GuestMemory {
     void read_bytes(GuestAddress address, std::span<std::uint8_t> out) const;
 
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
-    T read(GuestAddress address) const {
+    requires std::is_trivially_copyable_v<T> T read(GuestAddress address)
+    const {
         T value;
         std::memcpy(&value, slice(address, sizeof(T)).data(), sizeof(T));
         return value;
     }
     template <typename T>
-        requires std::is_trivially_copyable_v<T>
+    requires std::is_trivially_copyable_v<T>
     void write(GuestAddress address, const T& value) const {
         std::memcpy(slice(address, sizeof(T)).data(), &value, sizeof(T));
     }

@@ -8,9 +8,9 @@ namespace ktstr {
 
 // What a vCPU did, one KVM exit at a time.
 struct ObservedExit {
-    std::uint32_t reason = 0;  // KVM_EXIT_*
-    std::uint16_t port = 0;    // for KVM_EXIT_IO
-    bool port_write = false;   // for KVM_EXIT_IO
+    std::uint32_t reason = 0; // KVM_EXIT_*
+    std::uint16_t port = 0;   // for KVM_EXIT_IO
+    bool port_write = false;  // for KVM_EXIT_IO
     std::vector<std::uint8_t> data;
 };
 

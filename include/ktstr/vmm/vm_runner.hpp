@@ -6,7 +6,6 @@
 #include "ktstr/vmm/vm_stop.hpp"
 
 #include <asio/io_context.hpp>
-
 #include <chrono>
 #include <optional>
 #include <vector>

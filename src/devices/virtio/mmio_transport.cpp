@@ -44,8 +44,8 @@ constexpr std::uint32_t kInterruptUsedBuffer = 1, kInterruptConfigChange = 2;
 
 GuestAddress with_half(GuestAddress address, std::uint32_t value, bool high) {
     std::uint64_t raw = address.raw();
-    raw = high ? (raw & 0xffffffffull) | std::uint64_t(value) << 32
-               : (raw & ~0xffffffffull) | value;
+    raw =
+        high ? (raw & 0xffffffffull) | std::uint64_t(value) << 32 : (raw & ~0xffffffffull) | value;
     return GuestAddress(raw);
 }
 
@@ -138,8 +138,9 @@ std::uint32_t VirtioMmioTransport::read_register(std::uint64_t offset) {
     case kDeviceId: return device_->device_type();
     case kVendorId: return kVendor;
     case kDeviceFeatures:
-        return device_features_select_ < 2 ? std::uint32_t(features >> (32 * device_features_select_))
-                                           : 0;
+        return device_features_select_ < 2
+                   ? std::uint32_t(features >> (32 * device_features_select_))
+                   : 0;
     case kQueueSizeMax: return queue ? queue->max_size() : 0;
     case kQueueReady: return queue && queue->ready;
     case kInterruptStatus: return interrupt_status_;
@@ -159,8 +160,8 @@ void VirtioMmioTransport::write_register(std::uint64_t offset, std::uint32_t val
     case kDriverFeatures:
         if (driver_features_select_ < 2 && !(status_ & kStatusFeaturesOk)) {
             std::uint64_t shift = 32 * driver_features_select_;
-            driver_features_ = (driver_features_ & ~(0xffffffffull << shift)) |
-                               std::uint64_t(value) << shift;
+            driver_features_ = (driver_features_ & ~(0xffffffffull << shift)) | std::uint64_t(value)
+                                                                                    << shift;
         }
         break;
     case kQueueSelect: queue_select_ = value; break;
@@ -177,7 +178,8 @@ void VirtioMmioTransport::write_register(std::uint64_t offset, std::uint32_t val
     case kQueueDescriptorLow:
     case kQueueDescriptorHigh:
         if (configurable)
-            queue->descriptors = with_half(queue->descriptors, value, offset == kQueueDescriptorHigh);
+            queue->descriptors =
+                with_half(queue->descriptors, value, offset == kQueueDescriptorHigh);
         break;
     case kQueueDriverLow:
     case kQueueDriverHigh:

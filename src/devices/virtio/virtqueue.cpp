@@ -32,8 +32,8 @@ void Virtqueue::check_layout() const {
     if (!ready)
         throw VirtqueueError("the queue is not ready");
     if (size == 0 || size > max_size_ || (size & (size - 1)) != 0)
-        throw VirtqueueError(fmt::format("queue size {} is not a power of two up to {}", size,
-                                         max_size_));
+        throw VirtqueueError(
+            fmt::format("queue size {} is not a power of two up to {}", size, max_size_));
 }
 
 std::optional<Virtqueue::Chain> Virtqueue::pop(const GuestMemory& memory) {
@@ -61,8 +61,8 @@ std::optional<Virtqueue::Chain> Virtqueue::pop(const GuestMemory& memory) {
         if (descriptor.flags & kIndirect)
             throw VirtqueueError("indirect descriptors were not negotiated");
         // Throws GuestMemoryError for a buffer outside guest RAM.
-        std::span<std::uint8_t> buffer = memory.slice(GuestAddress(descriptor.address),
-                                                      descriptor.length);
+        std::span<std::uint8_t> buffer =
+            memory.slice(GuestAddress(descriptor.address), descriptor.length);
         if (descriptor.flags & kWrite)
             chain.writable.push_back(buffer);
         else if (!chain.writable.empty())

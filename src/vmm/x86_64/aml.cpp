@@ -28,9 +28,7 @@ constexpr std::uint8_t kEndTag = 0x79;
 constexpr std::uint8_t kMemory32FixedTag = 0x86;
 constexpr std::uint8_t kExtendedInterruptTag = 0x89;
 
-void append(Bytes& to, const Bytes& from) {
-    to.insert(to.end(), from.begin(), from.end());
-}
+void append(Bytes& to, const Bytes& from) { to.insert(to.end(), from.begin(), from.end()); }
 
 void append_little_endian(Bytes& to, std::uint64_t value, int size) {
     for (int i = 0; i < size; ++i)

@@ -86,9 +86,9 @@ void write_e820(std::vector<std::uint8_t>& params, const GuestMemory& memory) {
         std::uint64_t address, size;
         std::uint32_t type;
     };
-    std::vector<Entry> entries = {{0, kEbdaStart.raw(), kE820Ram},
-                                  {kEbdaStart.raw(), kKernel.raw() - kEbdaStart.raw(),
-                                   kE820Reserved}};
+    std::vector<Entry> entries = {
+        {0, kEbdaStart.raw(), kE820Ram},
+        {kEbdaStart.raw(), kKernel.raw() - kEbdaStart.raw(), kE820Reserved}};
     for (const auto& region : memory.regions()) {
         std::uint64_t start = std::max(region.start.raw(), kKernel.raw());
         if (region.end().raw() > start)
@@ -121,10 +121,10 @@ void write_page_tables(const GuestMemory& memory) {
 
 void write_gdt(const GuestMemory& memory) {
     const std::uint64_t gdt[] = {
-        0,                               // null
-        0,                               // unused
-        gdt_entry(0xa09b, 0, 0xfffff),   // 0x10: 64-bit code
-        gdt_entry(0xc093, 0, 0xfffff),   // 0x18: data
+        0,                             // null
+        0,                             // unused
+        gdt_entry(0xa09b, 0, 0xfffff), // 0x10: 64-bit code
+        gdt_entry(0xc093, 0, 0xfffff), // 0x18: data
     };
     memory.write(kGdt, gdt);
 }
@@ -165,8 +165,9 @@ BootInfo load_kernel(const GuestMemory& memory, const BootImage& image) {
     std::uint64_t kernel_end = kKernel.raw() + std::max<std::uint64_t>(init_size, payload.size());
     GuestMemory::Region low = memory.regions().front();
     if (kernel_end > low.end().raw())
-        throw UsageError(fmt::format("the kernel needs {} MiB of memory to unpack; give the VM more",
-                                     (kernel_end >> 20) + 1));
+        throw UsageError(
+            fmt::format("the kernel needs {} MiB of memory to unpack; give the VM more",
+                        (kernel_end >> 20) + 1));
     memory.write_bytes(kKernel, payload);
 
     // boot_params starts as zeros plus the image's own setup header.
@@ -175,8 +176,8 @@ BootInfo load_kernel(const GuestMemory& memory, const BootImage& image) {
     std::copy(bz.begin() + kSetupSects, bz.begin() + header_end, params.begin() + kSetupSects);
     params[kTypeOfLoader] = kLoaderUndefined;
 
-    auto cmdline_max = std::min<std::uint64_t>(load<std::uint32_t>(bz, kCmdlineSize),
-                                               kCommandLineMax - 1);
+    auto cmdline_max =
+        std::min<std::uint64_t>(load<std::uint32_t>(bz, kCmdlineSize), kCommandLineMax - 1);
     if (image.command_line.size() > cmdline_max)
         throw UsageError(fmt::format("the kernel command line is {} bytes; this kernel takes {}",
                                      image.command_line.size(), cmdline_max));

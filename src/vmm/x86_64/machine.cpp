@@ -21,8 +21,8 @@
 #include <asio/redirect_error.hpp>
 #include <asio/use_awaitable.hpp>
 #include <fmt/format.h>
-#include <unistd.h>
 #include <sys/ioctl.h>
+#include <unistd.h>
 
 namespace ktstr::x86_64 {
 
@@ -143,8 +143,8 @@ StopReason run_machine(const MachineConfig& config) {
         throw Error("the ACPI tables outgrew their reserved area");
     memory.write_bytes(kAcpiTables, tables.bytes);
 
-    BootInfo boot = load_kernel(memory, {config.bzimage, config.initrd, config.command_line,
-                                         tables.rsdp});
+    BootInfo boot =
+        load_kernel(memory, {config.bzimage, config.initrd, config.command_line, tables.rsdp});
 
     // The executor goes before the devices whose coroutines and eventfds it serves.
     asio::io_context executor(1);
@@ -157,17 +157,17 @@ StopReason run_machine(const MachineConfig& config) {
     for (std::uint32_t queue = 0; queue < console->queue_count(); ++queue)
         add_ioeventfd(vm, console->queue_notifier(queue).fd(),
                       virtio_console.base + VirtioMmioTransport::kQueueNotifyOffset, queue);
-    auto com1 = std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom1Irq),
-                                              config.com1_output);
+    auto com1 =
+        std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom1Irq), config.com1_output);
     io.insert(kCom1, Serial16550::kRegisterCount, com1);
     if (config.com1_input_fd >= 0)
-        asio::co_spawn(executor,
-                       forward_input(executor, config.com1_input_fd, config.input_escape, *com1,
-                                     stop),
-                       asio::detached);
-    io.insert(kCom2, Serial16550::kRegisterCount,
-              std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom2Irq),
-                                            config.com2_output));
+        asio::co_spawn(
+            executor,
+            forward_input(executor, config.com1_input_fd, config.input_escape, *com1, stop),
+            asio::detached);
+    io.insert(
+        kCom2, Serial16550::kRegisterCount,
+        std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom2Irq), config.com2_output));
     io.insert(I8042::kBase, I8042::kLength, std::make_shared<I8042>([&stop] {
                   stop.request({StopReason::Kind::reset, "the guest reset the machine (i8042)"});
               }));

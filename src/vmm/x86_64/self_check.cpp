@@ -45,7 +45,8 @@ SelfCheckReport run_kvm_self_check() {
     vm.map_memory(memory);
 
     // Real mode: mov dx, 0x3f8; mov al, 'K'; out dx, al; hlt
-    const std::array<std::uint8_t, 7> code{0xba, 0xf8, 0x03, 0xb0, report.expected_byte, 0xee, 0xf4};
+    const std::array<std::uint8_t, 7> code{0xba, 0xf8, 0x03, 0xb0, report.expected_byte,
+                                           0xee, 0xf4};
     memory.write_bytes(kCodeAddress, code);
 
     Vcpu vcpu = vm.create_vcpu(0);

@@ -15,8 +15,8 @@ inline constexpr GuestAddress kPdpt{0xa000};
 inline constexpr GuestAddress kPageDirectories{0xb000}; // four pages: the low 4 GiB
 inline constexpr GuestAddress kCommandLine{0x20000};
 inline constexpr std::uint64_t kCommandLineMax = 0x10000;
-inline constexpr GuestAddress kEbdaStart{0x9fc00};   // reserved from here to 1 MiB
-inline constexpr GuestAddress kAcpiTables{0xe0000};   // 128 KiB, inside the reserved range
+inline constexpr GuestAddress kEbdaStart{0x9fc00};  // reserved from here to 1 MiB
+inline constexpr GuestAddress kAcpiTables{0xe0000}; // 128 KiB, inside the reserved range
 inline constexpr std::uint64_t kAcpiTablesMax = 0x20000;
 inline constexpr GuestAddress kKernel{0x100000};
 
