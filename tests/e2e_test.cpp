@@ -131,10 +131,26 @@ TEST_CASE("a guest kernel panic is reported with its text", "[e2e]") {
 TEST_CASE("10 MiB written in the guest reach the host byte-exact", "[e2e]") {
     auto result = ktstr_run("-- sh -c 'head -c 10485760 /dev/urandom > /tmp/data; "
                             "md5sum < /tmp/data >&2; cat /tmp/data'");
+    INFO(result.err.substr(0, 4000));
     REQUIRE(result.exit_code == 0);
     CHECK(result.out.size() == 10485760);
     TempDir dir("e2e");
     write_file_atomic(dir.path() / "data", result.out);
     auto sum = test::run_shell("md5sum < " + (dir.path() / "data").string());
     CHECK(sum.out == result.err); // "<md5>  -\n" on both sides
+}
+
+TEST_CASE("SIGTERM stops the VM promptly and leaves nothing behind", "[e2e]") {
+    // Started in its own process group, so that only ktstr's own children could linger.
+    auto result = test::run_shell(
+        "setsid " + std::string(KTSTR_BINARY) + " run --timeout 300s -- sleep 1000 & pid=$!; " +
+        "sleep 20; kill -TERM $pid; start=$(date +%s); wait $pid; status=$?; " +
+        "echo status=$status seconds=$(( $(date +%s) - start )); " +
+        "sleep 1; pgrep -g $pid >/dev/null && echo leftover || echo clean");
+    INFO(result.err);
+    CHECK(result.out.find("status=143") != std::string::npos);
+    CHECK(result.out.find("clean") != std::string::npos);
+    auto seconds_at = result.out.find("seconds=");
+    REQUIRE(seconds_at != std::string::npos);
+    CHECK(std::stoi(result.out.substr(seconds_at + 8)) < 10);
 }

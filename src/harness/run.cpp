@@ -14,6 +14,7 @@
 #include "ktstr/vmm/x86_64/machine.hpp"
 
 #include <charconv>
+#include <csignal>
 #include <fmt/format.h>
 #include <iostream>
 #include <mutex>
@@ -353,7 +354,8 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     case StopReason::Kind::timeout:
         return fail(fmt::format("the guest did not finish within {}; stopped it", options.timeout),
                     124);
-    case StopReason::Kind::interrupted: return fail(stop.message, 130);
+    case StopReason::Kind::interrupted:
+        return fail(stop.message, 128 + (stop.signal ? stop.signal : SIGINT));
     default:
         if (!options.verbose && !console.empty())
             std::cerr << console.substr(console.size() > 4000 ? console.size() - 4000 : 0);

@@ -54,7 +54,8 @@ StopReason run_vm(asio::io_context& loop, std::vector<Vcpu>& vcpus, const Bus& i
     signals.async_wait([&](const std::error_code& ec, int signal) {
         if (!ec)
             stop.request({StopReason::Kind::interrupted,
-                          fmt::format("stopped by {}", signal == SIGINT ? "SIGINT" : "SIGTERM")});
+                          fmt::format("stopped by {}", signal == SIGINT ? "SIGINT" : "SIGTERM"),
+                          signal});
     });
     asio::steady_timer deadline(loop);
     if (timeout) {

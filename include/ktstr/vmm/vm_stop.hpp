@@ -15,6 +15,7 @@ struct StopReason {
     enum class Kind { poweroff, reset, triple_fault, timeout, interrupted, error };
     Kind kind;
     std::string message;
+    int signal = 0; // for `interrupted` by a signal: which one
 };
 
 // The stop request shared by the vCPU threads, the devices and the event loop. Requesting
