@@ -114,12 +114,17 @@ void vm_ioctl(const Vm& vm, unsigned long request, unsigned long arg, const char
 
 } // namespace
 
-StopReason run_machine(const MachineConfig& config) {
+void check_machine_config(const MachineConfig& config) {
     const Topology& topology = config.topology;
     if (topology.needs_x2apic())
         throw UsageError(fmt::format("topology {} needs APIC IDs up to {}; x2APIC with a split "
                                      "irqchip is not supported yet (at most 254)",
                                      topology.to_string(), topology.max_apic_id()));
+}
+
+StopReason run_machine(const MachineConfig& config) {
+    check_machine_config(config);
+    const Topology& topology = config.topology;
     Kvm kvm;
     require_capabilities(kvm);
     Vm vm(kvm);

@@ -36,6 +36,10 @@ struct MachineConfig {
     ExitCounts* exit_counts = nullptr;
 };
 
+// Throws UsageError for what this machine cannot do with `config` (today: APIC IDs above
+// 254, which need x2APIC and a split irqchip).
+void check_machine_config(const MachineConfig& config);
+
 // Builds an x86-64 VM from the parts (memory, irqchip, devices, vCPUs), boots the kernel
 // and runs it until it stops.
 StopReason run_machine(const MachineConfig& config);
