@@ -65,7 +65,17 @@ bool VcpuThread::handle_exit(std::uint32_t reason) {
         return true;
     }
     case KVM_EXIT_HLT: return stop(StopReason::Kind::poweroff, "halted");
-    case KVM_EXIT_SHUTDOWN: return stop(StopReason::Kind::triple_fault, "shutdown (triple fault)");
+    case KVM_EXIT_SHUTDOWN: {
+        std::string where;
+#if defined(__x86_64__)
+        // Where it died, for the report: a triple fault leaves no other trace.
+        kvm_regs regs = vcpu_.regs();
+        kvm_sregs sregs = vcpu_.sregs();
+        where = fmt::format(" at rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x}", regs.rip,
+                            regs.rsp, sregs.cr0, sregs.cr3, sregs.cr4);
+#endif
+        return stop(StopReason::Kind::triple_fault, "shutdown (triple fault)" + where);
+    }
     case KVM_EXIT_SYSTEM_EVENT:
         switch (run.system_event.type) {
         case KVM_SYSTEM_EVENT_SHUTDOWN:
