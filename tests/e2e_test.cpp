@@ -81,8 +81,8 @@ void check_guest_topology(const std::string& text) {
         CAPTURE(node);
         CHECK(nodes[node] == " " + cpu_list(topology.node_cpus(node)) + distances);
     }
-    // Sched domains: SMT only with siblings, MC only with several CPUs sharing an LLC,
-    // NUMA only with several nodes.
+    // Sched domains: SMT only with siblings, MC only where an LLC spans more than one core
+    // (otherwise it would repeat SMT), NUMA only with several nodes.
     CAPTURE(domains);
     auto has = [&](const char* name) {
         return (" " + domains + " ").find(std::string(" ") + name + " ") != std::string::npos;
