@@ -16,6 +16,7 @@
 #include <charconv>
 #include <csignal>
 #include <fmt/format.h>
+#include <fstream>
 #include <iostream>
 #include <mutex>
 #include <optional>
@@ -60,8 +61,12 @@ fs::path guest_init_path() {
 // Adds `file` at its own path, and for an ELF program its interpreter and libraries.
 void add_with_libraries(CpioArchive& cpio, const LibraryResolver& resolver, const fs::path& file,
                         std::set<fs::path>& added, std::set<std::string>& library_dirs) {
-    bool is_elf = read_file(file).starts_with("\x7f"
-                                              "ELF");
+    // Only an ELF program has an interpreter and libraries to bring along.
+    std::ifstream head(file, std::ios::binary);
+    char magic[4] = {};
+    head.read(magic, sizeof magic);
+    bool is_elf = std::string_view(magic, sizeof magic) == "\x7f"
+                                                           "ELF";
     std::vector<fs::path> files = is_elf ? resolver.closure(file) : std::vector<fs::path>{file};
     for (const auto& path : files) {
         fs::path absolute = fs::absolute(path);
@@ -268,7 +273,6 @@ PreparedRun prepare(const RunOptions& options) {
         fetch_debian_kernel(cache, Arch::x86_64, true, std::cerr);
     KernelChoice kernel = choose_kernel(options.kernel, Arch::x86_64, cache);
     check_kernel_image(kernel.image, Arch::x86_64);
-    config.bzimage = read_binary_file(kernel.image);
     return {std::move(config), std::move(kernel)};
 }
 
@@ -285,6 +289,7 @@ BootImages build_boot_images(const RunOptions& options) {
 
 int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     auto [config, kernel] = prepare(options);
+    config.bzimage = read_binary_file(kernel.image);
     std::vector<std::string> guest_argv;
     config.initrd = build_initramfs(options, kernel, guest_argv);
     config.command_line = kernel_command_line(options);

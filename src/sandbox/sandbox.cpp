@@ -6,6 +6,7 @@
 #include "ktstr/base/process.hpp"
 #include "ktstr/base/xz.hpp"
 #include "ktstr/initramfs/cpio.hpp"
+#include "ktstr/initramfs/shared_libraries.hpp"
 #include "ktstr/io/relay.hpp"
 #include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/kernel/module_tree.hpp"
@@ -90,11 +91,11 @@ std::string replace_all(std::string text, const std::string& from, const std::st
 }
 
 bool is_static_elf(const fs::path& file) {
-    // A dynamically linked ELF names its interpreter (PT_INTERP, "/lib64/ld-linux...").
-    std::string bytes = read_file(file);
-    return bytes.starts_with("\x7f"
-                             "ELF") &&
-           bytes.find("/ld-linux") == std::string::npos;
+    try {
+        return !read_elf_dependencies(file).interpreter;
+    } catch (const Error&) {
+        return false; // not an ELF file
+    }
 }
 
 fs::path find_static_busybox() {
