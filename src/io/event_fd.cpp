@@ -1,11 +1,11 @@
 #include "ktstr/io/event_fd.hpp"
 
 #include "ktstr/base/error.hpp"
+#include "ktstr/base/fd.hpp"
 
 #include <asio/read.hpp>
 #include <asio/use_awaitable.hpp>
 #include <sys/eventfd.h>
-#include <unistd.h>
 
 namespace ktstr {
 
@@ -22,11 +22,7 @@ EventFd::EventFd(asio::io_context& context) : descriptor_(context, new_eventfd()
 
 int EventFd::fd() const { return descriptor_.native_handle(); }
 
-void EventFd::signal() const {
-    std::uint64_t one = 1;
-    // EAGAIN: the counter is saturated, so a wake-up is pending anyway.
-    [[maybe_unused]] ssize_t n = ::write(fd(), &one, sizeof one);
-}
+void EventFd::signal() const { signal_eventfd(fd()); }
 
 asio::awaitable<std::uint64_t> EventFd::wait() {
     std::uint64_t count = 0;

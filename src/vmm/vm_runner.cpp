@@ -14,7 +14,6 @@
 #include <memory>
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
-#include <unistd.h>
 
 namespace ktstr {
 
@@ -28,11 +27,7 @@ IrqFd::IrqFd(const Vm& vm, std::uint32_t gsi) : fd_(::eventfd(0, EFD_CLOEXEC | E
         throw_errno(fmt::format("KVM_IRQFD for GSI {}", gsi));
 }
 
-void IrqFd::trigger() {
-    std::uint64_t one = 1;
-    // EAGAIN means the counter is saturated: the interrupt is pending anyway.
-    [[maybe_unused]] ssize_t n = ::write(fd_.get(), &one, sizeof one);
-}
+void IrqFd::trigger() { signal_eventfd(fd_.get()); }
 
 void add_ioeventfd(const Vm& vm, int notifier, GuestAddress address, std::uint32_t value) {
     kvm_ioeventfd ioeventfd{};

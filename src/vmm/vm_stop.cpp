@@ -1,10 +1,11 @@
 #include "ktstr/vmm/vm_stop.hpp"
 
+#include "ktstr/base/fd.hpp"
+
 #include <csignal>
 #include <cstdint>
 #include <linux/kvm.h>
 #include <pthread.h>
-#include <unistd.h>
 
 namespace ktstr {
 
@@ -39,10 +40,8 @@ void VmStop::request(StopReason reason) {
         __atomic_store_n(&vcpu.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
         ::pthread_kill(vcpu.thread, kick_signal());
     }
-    if (notify_fd_ >= 0) {
-        std::uint64_t one = 1;
-        [[maybe_unused]] ssize_t n = ::write(notify_fd_, &one, sizeof one);
-    }
+    if (notify_fd_ >= 0)
+        signal_eventfd(notify_fd_);
 }
 
 std::optional<StopReason> VmStop::reason() const {

@@ -28,4 +28,8 @@ class UniqueFd {
     int fd_ = -1;
 };
 
+// Adds one to an eventfd's counter, from any thread. A full counter (EAGAIN) already means
+// "signalled", so the write cannot usefully fail.
+void signal_eventfd(int fd);
+
 } // namespace ktstr
