@@ -21,7 +21,7 @@ TEST_CASE("bad input gets one line and exit status 2", "[cli]") {
         {"run --topology 0n1l1c1t -- true", "0n1l1c1t"},
         {"run --topology 2n3l2c1t -- true", "spread evenly"},
         {"run --memory 1M -- true", "1M"},
-        {"run --topology 1n14l9c2t -- true", "x2APIC"},
+        {"run --topology 1n16l8c2t -- true", "252"},
         {"run --timeout soon -- true", "soon"},
         {"run", "no command"},
         {"run -- /no/such/program", "/no/such/program"},

@@ -705,3 +705,20 @@ TEST_CASE("an AMD Zen 1 CPU is shown as Zen 2, whose LLCs Linux reads from CPUID
     entry_of(supported, 1).eax = 0x00830f10; // Zen 2 Rome: left alone
     CHECK(find(vcpu_cpuid(supported, topology, 5), 1)->eax == 0x00830f10);
 }
+
+TEST_CASE("VM features set their bits and nothing else; a missing leaf is refused", "[cpuid]") {
+    auto supported = intel_supported();
+    auto table = supported;
+    add_vm_cpu_features(table, {});
+    CHECK(entry_of(table, 1).ecx == entry_of(supported, 1).ecx);
+    CHECK(entry_of(table, 0x40000001).eax == entry_of(supported, 0x40000001).eax);
+
+    add_vm_cpu_features(table, {.tsc_deadline_timer = true, .msi_ext_dest_id = true});
+    CHECK(entry_of(table, 1).ecx == (entry_of(supported, 1).ecx | 1u << 24));
+    CHECK(entry_of(table, 0x40000001).eax == (entry_of(supported, 0x40000001).eax | 1u << 15));
+    CHECK(entry_of(table, 1).edx == entry_of(supported, 1).edx);
+
+    auto without_kvm_leaf = supported;
+    remove_leaf(without_kvm_leaf, 0x40000001);
+    CHECK_THROWS_AS(add_vm_cpu_features(without_kvm_leaf, {.msi_ext_dest_id = true}), Error);
+}

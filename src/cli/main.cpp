@@ -103,6 +103,9 @@ int main(int argc, char** argv) {
         command->add_flag(
             "--hugepages", run_options.hugepages,
             "Back guest memory with 2 MiB huge pages (see /proc/sys/vm/nr_hugepages)");
+        command->add_flag("--x2apic", run_options.x2apic,
+                          "Use x2APIC with a split irqchip (the VMM's I/O APIC, no PIC or PIT) "
+                          "even when every APIC ID is below 255, where it is automatic");
     };
     auto* run = app.add_subcommand(
         "run", "Boot a kernel with a synthetic CPU topology and run a command inside; exits "

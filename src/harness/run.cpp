@@ -265,7 +265,7 @@ PreparedRun prepare(const RunOptions& options) {
     config.topology = Topology::parse(options.topology);
     config.memory_bytes = parse_memory_size(options.memory);
     config.hugepages = options.hugepages;
-    x86_64::check_machine_config(config);
+    config.x2apic = options.x2apic;
     if (!options.timeout.empty())
         config.timeout = parse_duration(options.timeout);
     KernelCache cache;

@@ -3,10 +3,13 @@
 #include "ktstr/base/error.hpp"
 
 #include <cerrno>
+#include <cstddef>
+#include <cstring>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <vector>
 
 namespace ktstr {
 
@@ -61,6 +64,49 @@ Vcpu Vm::create_vcpu(std::uint32_t id) const {
     if (fd < 0)
         throw_errno(fmt::format("KVM_CREATE_VCPU {}", id));
     return Vcpu(UniqueFd(fd), kvm_.vcpu_mmap_size(), id);
+}
+
+void Vm::enable_capability(std::uint32_t capability, std::uint64_t argument, const char* name) {
+    kvm_enable_cap enable{};
+    enable.cap = capability;
+    enable.args[0] = argument;
+    if (::ioctl(fd_.get(), KVM_ENABLE_CAP, &enable) != 0)
+        throw_errno(fmt::format("KVM_ENABLE_CAP {}", name));
+}
+
+namespace {
+// Debian 12's linux-libc-dev declares kvm_irq_routing's entries with __DECLARE_FLEX_ARRAY,
+// which in C++ adds a byte before them and changes the ioctl number: use the kernel's layout.
+struct IrqRoutingHeader {
+    std::uint32_t nr;
+    std::uint32_t flags;
+};
+constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
+static_assert(kSetGsiRouting == 0x4008ae6a);
+} // namespace
+
+void Vm::set_msi_routes(std::span<const std::optional<MsiMessage>> routes) const {
+    std::vector<kvm_irq_routing_entry> entries;
+    for (std::uint32_t gsi = 0; gsi < routes.size(); ++gsi) {
+        if (!routes[gsi])
+            continue;
+        kvm_irq_routing_entry& entry = entries.emplace_back();
+        entry = {};
+        entry.gsi = gsi;
+        entry.type = KVM_IRQ_ROUTING_MSI;
+        entry.u.msi.address_lo = std::uint32_t(routes[gsi]->address);
+        entry.u.msi.address_hi = std::uint32_t(routes[gsi]->address >> 32);
+        entry.u.msi.data = routes[gsi]->data;
+    }
+    std::vector<std::byte> block(sizeof(IrqRoutingHeader) +
+                                 entries.size() * sizeof(kvm_irq_routing_entry));
+    IrqRoutingHeader header{std::uint32_t(entries.size()), 0};
+    std::memcpy(block.data(), &header, sizeof header);
+    if (!entries.empty())
+        std::memcpy(block.data() + sizeof header, entries.data(),
+                    entries.size() * sizeof(kvm_irq_routing_entry));
+    if (::ioctl(fd_.get(), kSetGsiRouting, block.data()) != 0)
+        throw_errno("KVM_SET_GSI_ROUTING");
 }
 
 Vcpu::Vcpu(UniqueFd fd, std::size_t mmap_size, std::uint32_t id)

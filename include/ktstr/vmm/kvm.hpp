@@ -1,10 +1,13 @@
 #pragma once
 
 #include "ktstr/base/fd.hpp"
+#include "ktstr/vmm/bus.hpp"
 #include "ktstr/vmm/guest_memory.hpp"
 
 #include <cstdint>
 #include <linux/kvm.h>
+#include <optional>
+#include <span>
 
 namespace ktstr {
 
@@ -36,6 +39,11 @@ class Vm {
     // Registers every region of `memory` as a KVM memory slot.
     void map_memory(const GuestMemory& memory);
     Vcpu create_vcpu(std::uint32_t id) const;
+    // KVM_ENABLE_CAP on the VM; throws Error naming `name` when KVM refuses.
+    void enable_capability(std::uint32_t capability, std::uint64_t argument, const char* name);
+    // Replaces the whole GSI routing table: GSI i sends routes[i], and a GSI without a
+    // route drops what its irqfd signals.
+    void set_msi_routes(std::span<const std::optional<MsiMessage>> routes) const;
 
   private:
     const Kvm& kvm_;

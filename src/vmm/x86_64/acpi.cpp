@@ -1,5 +1,6 @@
 #include "ktstr/vmm/x86_64/acpi.hpp"
 
+#include "ktstr/base/byte_writer.hpp"
 #include "ktstr/base/error.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
 
@@ -47,41 +48,13 @@ constexpr std::uint8_t kPm1ControlLength = 2;
 
 constexpr std::uint8_t kLocalDistance = 10;
 
-class ByteWriter {
-  public:
-    void u8(std::uint8_t value) { bytes_.push_back(value); }
-    void u16(std::uint16_t value) { little_endian(value, 2); }
-    void u32(std::uint32_t value) { little_endian(value, 4); }
-    void u64(std::uint64_t value) { little_endian(value, 8); }
-    void text(std::string_view text) { bytes_.insert(bytes_.end(), text.begin(), text.end()); }
-    void append(std::span<const std::uint8_t> bytes) {
-        bytes_.insert(bytes_.end(), bytes.begin(), bytes.end());
-    }
-    void zeros(std::size_t count) { bytes_.resize(bytes_.size() + count); }
-    // A Generic Address Structure for an I/O port block; a zero address means "none".
-    void io_block(std::uint16_t port, std::uint8_t length) {
-        u8(port == 0 ? 0 : kSystemIoSpace);
-        u8(static_cast<std::uint8_t>(length * 8));
-        u8(0); // bit offset
-        u8(0); // access size: undefined, as for the legacy 32-bit block fields
-        u64(port);
-    }
-    std::vector<std::uint8_t> take() { return std::move(bytes_); }
-
-  private:
-    void little_endian(std::uint64_t value, int size) {
-        for (int i = 0; i < size; ++i)
-            bytes_.push_back(static_cast<std::uint8_t>(value >> (8 * i)));
-    }
-    std::vector<std::uint8_t> bytes_;
-};
-
-// The byte that makes `bytes` sum to zero.
-std::uint8_t checksum_for(std::span<const std::uint8_t> bytes) {
-    std::uint8_t sum = 0;
-    for (std::uint8_t byte : bytes)
-        sum = static_cast<std::uint8_t>(sum + byte);
-    return static_cast<std::uint8_t>(0x100 - sum);
+// A Generic Address Structure for an I/O port block; a zero address means "none".
+void io_block(ByteWriter& table, std::uint16_t port, std::uint8_t length) {
+    table.u8(port == 0 ? 0 : kSystemIoSpace);
+    table.u8(static_cast<std::uint8_t>(length * 8));
+    table.u8(0); // bit offset
+    table.u8(0); // access size: undefined, as for the legacy 32-bit block fields
+    table.u64(port);
 }
 
 // The standard 36-byte header; finish_table fills in its length and checksum.
@@ -148,7 +121,9 @@ std::vector<std::uint8_t> build_dsdt(const AcpiConfig& config) {
 std::vector<std::uint8_t> build_madt(const Topology& topology) {
     ByteWriter madt = begin_table("APIC", 5);
     madt.u32(static_cast<std::uint32_t>(x86_64::kLocalApic.raw()));
-    madt.u32(1); // PC-AT compatible: the 8259 pair is there, and the kernel masks it
+    // PC-AT compatible: the kernel masks the 8259 pair and routes through the IOAPIC. (With
+    // a split irqchip no 8259 answers at its ports, which the masking does not notice.)
+    madt.u32(1);
     bool any_x2apic = false;
     for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
         std::uint32_t apic_id = topology.apic_id(cpu);
@@ -326,23 +301,23 @@ std::vector<std::uint8_t> build_fadt(GuestAddress facs, GuestAddress dsdt) {
     constexpr std::uint32_t kWbinvd = 1 << 0, kProcC1 = 1 << 2, kPowerButtonAbsent = 1 << 4,
                             kSleepButtonAbsent = 1 << 5, kFixedRtcAbsent = 1 << 6;
     fadt.u32(kWbinvd | kProcC1 | kPowerButtonAbsent | kSleepButtonAbsent | kFixedRtcAbsent);
-    fadt.io_block(0, 0); // reset register
-    fadt.u8(0);          // reset value
-    fadt.u16(0);         // ARM boot architecture
-    fadt.u8(3);          // minor version: ACPI 6.3
+    io_block(fadt, 0, 0); // reset register
+    fadt.u8(0);           // reset value
+    fadt.u16(0);          // ARM boot architecture
+    fadt.u8(3);           // minor version: ACPI 6.3
     fadt.u64(facs.raw());
     fadt.u64(dsdt.raw());
-    fadt.io_block(kAcpiPm1EventPort, kPm1EventLength);
-    fadt.io_block(0, 0); // PM1b event block
-    fadt.io_block(kAcpiPm1ControlPort, kPm1ControlLength);
-    fadt.io_block(0, 0); // PM1b control block
-    fadt.io_block(0, 0); // PM2 control block
-    fadt.io_block(0, 0); // PM timer
-    fadt.io_block(0, 0); // GPE0 block
-    fadt.io_block(0, 0); // GPE1 block
-    fadt.io_block(0, 0); // sleep control register: hardware-reduced platforms only
-    fadt.io_block(0, 0); // sleep status register
-    fadt.u64(0);         // hypervisor vendor identity
+    io_block(fadt, kAcpiPm1EventPort, kPm1EventLength);
+    io_block(fadt, 0, 0); // PM1b event block
+    io_block(fadt, kAcpiPm1ControlPort, kPm1ControlLength);
+    io_block(fadt, 0, 0); // PM1b control block
+    io_block(fadt, 0, 0); // PM2 control block
+    io_block(fadt, 0, 0); // PM timer
+    io_block(fadt, 0, 0); // GPE0 block
+    io_block(fadt, 0, 0); // GPE1 block
+    io_block(fadt, 0, 0); // sleep control register: hardware-reduced platforms only
+    io_block(fadt, 0, 0); // sleep status register
+    fadt.u64(0);          // hypervisor vendor identity
     return finish_table(std::move(fadt));
 }
 

@@ -19,6 +19,7 @@
 #include "ktstr/base/error.hpp"
 
 #include <algorithm>
+#include <asm/kvm_para.h>
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
@@ -45,10 +46,11 @@ static_assert(kGetSupportedCpuid == 0xc008ae05 && kSetCpuid2 == 0x4008ae90);
 // KVM caps its tables at 256 entries today; this only bounds the E2BIG retries.
 constexpr std::uint32_t kMaxCpuidEntries = 4096;
 
-constexpr std::uint32_t kHypervisorBit = 1u << 31; // leaf 0x1 ECX
-constexpr std::uint32_t kHttBit = 1u << 28;        // leaf 0x1 EDX: EBX[23:16] is valid
-constexpr std::uint32_t kCmpLegacyBit = 1u << 1;   // leaf 0x80000001 ECX: multi-core
-constexpr std::uint32_t kTopoextBit = 1u << 22;    // leaf 0x80000001 ECX: 0x8000001D/E exist
+constexpr std::uint32_t kHypervisorBit = 1u << 31;  // leaf 0x1 ECX
+constexpr std::uint32_t kTscDeadlineBit = 1u << 24; // leaf 0x1 ECX
+constexpr std::uint32_t kHttBit = 1u << 28;         // leaf 0x1 EDX: EBX[23:16] is valid
+constexpr std::uint32_t kCmpLegacyBit = 1u << 1;    // leaf 0x80000001 ECX: multi-core
+constexpr std::uint32_t kTopoextBit = 1u << 22;     // leaf 0x80000001 ECX: 0x8000001D/E exist
 
 // Level types of 0xB / 0x1F, ECX[15:8].
 constexpr std::uint32_t kLevelInvalid = 0;
@@ -305,6 +307,19 @@ std::vector<kvm_cpuid_entry2> supported_cpuid(const Kvm& kvm) {
             throw_errno("KVM_GET_SUPPORTED_CPUID");
     }
     throw Error(fmt::format("KVM_GET_SUPPORTED_CPUID: more than {} entries", kMaxCpuidEntries));
+}
+
+void add_vm_cpu_features(std::vector<kvm_cpuid_entry2>& supported, const VmCpuFeatures& features) {
+    auto leaf = [&](std::uint32_t function) -> kvm_cpuid_entry2& {
+        kvm_cpuid_entry2* entry = find_entry(supported, function);
+        if (!entry)
+            throw Error(fmt::format("the supported CPUID table has no leaf {:#x}", function));
+        return *entry;
+    };
+    if (features.tsc_deadline_timer)
+        leaf(1).ecx |= kTscDeadlineBit;
+    if (features.msi_ext_dest_id)
+        leaf(KVM_CPUID_FEATURES).eax |= 1u << KVM_FEATURE_MSI_EXT_DEST_ID;
 }
 
 CpuVendor cpu_vendor(std::span<const kvm_cpuid_entry2> entries) {

@@ -4,6 +4,7 @@
 #include "ktstr/devices/acpi_pm.hpp"
 #include "ktstr/devices/cmos_rtc.hpp"
 #include "ktstr/devices/i8042.hpp"
+#include "ktstr/devices/ioapic.hpp"
 #include "ktstr/devices/serial.hpp"
 #include "ktstr/devices/virtio/console.hpp"
 #include "ktstr/vmm/kvm.hpp"
@@ -12,6 +13,7 @@
 #include "ktstr/vmm/x86_64/boot.hpp"
 #include "ktstr/vmm/x86_64/cpuid.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
+#include "ktstr/vmm/x86_64/mptable.hpp"
 
 #include <algorithm>
 #include <array>
@@ -33,23 +35,54 @@ constexpr std::uint32_t kCom1Irq = 4, kCom2Irq = 3;
 // IOAPIC pins 16-23 belong to no ISA device.
 constexpr std::uint32_t kVirtioConsoleGsi = 16;
 
-void require_capabilities(const Kvm& kvm) {
-    const std::pair<unsigned long, const char*> needed[] = {
+void vm_ioctl(const Vm& vm, unsigned long request, unsigned long arg, const char* name) {
+    if (::ioctl(vm.fd(), request, arg) != 0)
+        throw_errno(name);
+}
+
+void require_capabilities(const Kvm& kvm, bool split_irqchip) {
+    std::vector<std::pair<unsigned long, const char*>> needed = {
         {KVM_CAP_IRQCHIP, "KVM_CAP_IRQCHIP"},
         {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
         {KVM_CAP_IRQFD, "KVM_CAP_IRQFD"},
         {KVM_CAP_IOEVENTFD, "KVM_CAP_IOEVENTFD"},
-        {KVM_CAP_PIT2, "KVM_CAP_PIT2"},
         {KVM_CAP_SET_TSS_ADDR, "KVM_CAP_SET_TSS_ADDR"},
         {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
         {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
     };
+    if (split_irqchip) {
+        needed.push_back({KVM_CAP_SPLIT_IRQCHIP, "KVM_CAP_SPLIT_IRQCHIP"});
+        needed.push_back({KVM_CAP_X2APIC_API, "KVM_CAP_X2APIC_API"});
+        needed.push_back({KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"});
+    } else {
+        needed.push_back({KVM_CAP_PIT2, "KVM_CAP_PIT2"});
+    }
     std::string missing;
     for (auto [capability, name] : needed)
         if (!kvm.check_extension(capability))
             missing += std::string(missing.empty() ? "" : ", ") + name;
     if (!missing.empty())
         throw Error("this host's KVM lacks " + missing);
+}
+
+// Up to APIC ID 254 KVM emulates the whole PC interrupt system: PIC, I/O APIC, PIT. Past it,
+// the local APICs need x2APIC's 32-bit IDs, which KVM's I/O APIC cannot address: KVM keeps
+// only the local APICs (a split irqchip), the VMM provides the I/O APIC, and there is no PIC
+// or PIT; the guest's APIC timers run in TSC-deadline mode instead.
+void create_irqchip(Vm& vm, bool split_irqchip, Bus& mmio) {
+    if (!split_irqchip) {
+        vm_ioctl(vm, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
+        kvm_pit_config pit{};
+        pit.flags = KVM_PIT_SPEAKER_DUMMY;
+        vm_ioctl(vm, KVM_CREATE_PIT2, reinterpret_cast<unsigned long>(&pit), "KVM_CREATE_PIT2");
+        return;
+    }
+    vm.enable_capability(KVM_CAP_SPLIT_IRQCHIP, Ioapic::kPins, "KVM_CAP_SPLIT_IRQCHIP");
+    vm.enable_capability(KVM_CAP_X2APIC_API,
+                         KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+                         "KVM_CAP_X2APIC_API");
+    mmio.insert(kIoapic.raw(), Ioapic::kSize,
+                std::make_shared<Ioapic>([&vm](const auto& routes) { vm.set_msi_routes(routes); }));
 }
 
 // RAM split evenly over the NUMA nodes in address order, in 2 MiB steps; the last node
@@ -83,9 +116,10 @@ std::vector<NumaMemoryRange> split_memory_by_node(const GuestMemory& memory,
     return ranges;
 }
 
-// Host bytes into the guest's UART until end of file or the escape byte.
+// Host bytes into the guest's UART until the escape byte, or until end of file, then `at_end`.
 asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
-                                    std::optional<std::uint8_t> escape, Serial16550& uart,
+                                    std::optional<std::uint8_t> escape,
+                                    std::vector<std::uint8_t> at_end, Serial16550& uart,
                                     VmStop& stop) {
     asio::posix::stream_descriptor input(executor, ::dup(fd));
     std::array<std::uint8_t, 256> buffer;
@@ -93,8 +127,10 @@ asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
         std::error_code ec;
         std::size_t n = co_await input.async_read_some(
             asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
-        if (ec)
+        if (ec) {
+            uart.receive(at_end);
             co_return;
+        }
         std::span<const std::uint8_t> bytes(buffer.data(), n);
         if (escape) {
             if (auto at = std::find(bytes.begin(), bytes.end(), *escape); at != bytes.end()) {
@@ -107,36 +143,22 @@ asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
     }
 }
 
-void vm_ioctl(const Vm& vm, unsigned long request, unsigned long arg, const char* name) {
-    if (::ioctl(vm.fd(), request, arg) != 0)
-        throw_errno(name);
-}
-
 } // namespace
 
-void check_machine_config(const MachineConfig& config) {
-    const Topology& topology = config.topology;
-    if (topology.needs_x2apic())
-        throw UsageError(fmt::format("topology {} needs APIC IDs up to {}; x2APIC with a split "
-                                     "irqchip is not supported yet (at most 254)",
-                                     topology.to_string(), topology.max_apic_id()));
-}
-
 StopReason run_machine(const MachineConfig& config) {
-    check_machine_config(config);
     const Topology& topology = config.topology;
+    const bool split_irqchip = config.x2apic || topology.needs_x2apic();
     Kvm kvm;
-    require_capabilities(kvm);
+    require_capabilities(kvm, split_irqchip);
+    if (auto max_id = kvm.check_extension(KVM_CAP_MAX_VCPU_ID);
+        max_id > 0 && topology.max_apic_id() >= std::uint32_t(max_id))
+        throw Error(fmt::format("topology {} needs APIC ID {}, but this host's KVM stops at {}",
+                                topology.to_string(), topology.max_apic_id(), max_id - 1));
     Vm vm(kvm);
     vm_ioctl(vm, KVM_SET_TSS_ADDR, kTss.raw(), "KVM_SET_TSS_ADDR");
     std::uint64_t identity_map = kIdentityMap.raw();
     vm_ioctl(vm, KVM_SET_IDENTITY_MAP_ADDR, reinterpret_cast<unsigned long>(&identity_map),
              "KVM_SET_IDENTITY_MAP_ADDR");
-    vm_ioctl(vm, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
-    kvm_pit_config pit{};
-    pit.flags = KVM_PIT_SPEAKER_DUMMY;
-    vm_ioctl(vm, KVM_CREATE_PIT2, reinterpret_cast<unsigned long>(&pit), "KVM_CREATE_PIT2");
-
     GuestMemory memory(ram_layout(config.memory_bytes), config.hugepages);
     vm.map_memory(memory);
 
@@ -148,6 +170,25 @@ StopReason run_machine(const MachineConfig& config) {
         throw Error("the ACPI tables outgrew their reserved area");
     memory.write_bytes(kAcpiTables, tables.bytes);
 
+    auto supported = supported_cpuid(kvm);
+    add_vm_cpu_features(supported,
+                        {.tsc_deadline_timer = kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) != 0,
+                         .msi_ext_dest_id = split_irqchip});
+    // For guests booted with acpi=off. Its APIC IDs are 8 bits wide, so a topology past 254
+    // is left to the MADT.
+    if (!topology.needs_x2apic()) {
+        auto leaf1 =
+            std::find_if(supported.begin(), supported.end(),
+                         [](const kvm_cpuid_entry2& entry) { return entry.function == 1; });
+        MpProcessorSignature processor;
+        if (leaf1 != supported.end())
+            processor = {leaf1->eax, leaf1->edx};
+        std::vector<std::uint8_t> mp_table = build_mp_table(topology, kMpTable, processor);
+        if (mp_table.size() > kMpTableMax)
+            throw Error("the MP table outgrew its reserved area");
+        memory.write_bytes(kMpTable, mp_table);
+    }
+
     BootInfo boot =
         load_kernel(memory, {config.bzimage, config.initrd, config.command_line, tables.rsdp});
 
@@ -155,6 +196,8 @@ StopReason run_machine(const MachineConfig& config) {
     asio::io_context executor(1);
     VmStop stop;
     Bus io, mmio;
+    static_assert(kIoApicPins == Ioapic::kPins);
+    create_irqchip(vm, split_irqchip, mmio);
     auto console = std::make_shared<VirtioMmioTransport>(
         std::make_unique<VirtioConsole>(config.virtio_console_output), memory,
         std::make_shared<IrqFd>(vm, kVirtioConsoleGsi), executor);
@@ -168,7 +211,8 @@ StopReason run_machine(const MachineConfig& config) {
     if (config.com1_input_fd >= 0)
         asio::co_spawn(
             executor,
-            forward_input(executor, config.com1_input_fd, config.input_escape, *com1, stop),
+            forward_input(executor, config.com1_input_fd, config.input_escape,
+                          config.com1_input_at_end, *com1, stop),
             asio::detached);
     io.insert(
         kCom2, Serial16550::kRegisterCount,
@@ -182,7 +226,6 @@ StopReason run_machine(const MachineConfig& config) {
                   stop.request({StopReason::Kind::poweroff, "the guest powered off (ACPI)"});
               }));
 
-    auto supported = supported_cpuid(kvm);
     std::vector<Vcpu> vcpus;
     for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
         vcpus.push_back(vm.create_vcpu(topology.apic_id(cpu)));

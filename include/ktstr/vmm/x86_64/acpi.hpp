@@ -12,11 +12,11 @@
 
 namespace ktstr {
 
-// KVM's in-kernel IOAPIC has 24 pins, GSIs 0-23.
+// The IOAPIC (KVM's, or the VMM's with a split irqchip) has 24 pins, GSIs 0-23.
 inline constexpr std::uint32_t kIoApicPins = 24;
 
 // The FADT describes a full, not hardware-reduced, ACPI platform: a hardware-reduced one makes
-// the kernel drop the 8259 PIC and the PIT, which the guest keeps. A full platform must have
+// the kernel drop the 8259 PIC and the PIT, which the in-kernel irqchip provides. A full platform must have
 // PM1a event and control blocks and an SCI, which the VMM never raises. The blocks must act as
 // plain registers: the kernel complains unless enable bits read back as it set and cleared
 // them (rtc-cmos clears the RTC event, so a port nobody decodes, reading all ones, fails).

@@ -16,8 +16,11 @@ inline constexpr GuestAddress kPageDirectories{0xb000}; // four pages: the low 4
 inline constexpr GuestAddress kCommandLine{0x20000};
 inline constexpr std::uint64_t kCommandLineMax = 0x10000;
 inline constexpr GuestAddress kEbdaStart{0x9fc00};  // reserved from here to 1 MiB
-inline constexpr GuestAddress kAcpiTables{0xe0000}; // 128 KiB, inside the reserved range
-inline constexpr std::uint64_t kAcpiTablesMax = 0x20000;
+inline constexpr GuestAddress kAcpiTables{0xe0000}; // 64 KiB, inside the reserved range
+inline constexpr std::uint64_t kAcpiTablesMax = 0x10000;
+// The BIOS area Linux scans for the MP floating pointer, also reserved.
+inline constexpr GuestAddress kMpTable{0xf0000};
+inline constexpr std::uint64_t kMpTableMax = 0x10000;
 inline constexpr GuestAddress kKernel{0x100000};
 
 // RAM never overlaps the 3-4 GiB hole: devices there must trap.

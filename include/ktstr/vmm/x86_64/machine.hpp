@@ -18,6 +18,9 @@ struct MachineConfig {
     Topology topology = Topology(1, 1, 1, 1);
     std::uint64_t memory_bytes = 512ull << 20;
     bool hugepages = false;
+    // A split irqchip and x2APIC even when every APIC ID fits xAPIC (they are used anyway
+    // past APIC ID 254).
+    bool x2apic = false;
     std::vector<std::uint8_t> bzimage;
     std::vector<std::uint8_t> initrd;
     std::string command_line;
@@ -30,15 +33,13 @@ struct MachineConfig {
     // `input_escape` read there stops the VM instead.
     int com1_input_fd = -1;
     std::optional<std::uint8_t> input_escape;
+    // Sent to COM1 when the host input ends.
+    std::vector<std::uint8_t> com1_input_at_end;
     // Called once the VM is built, just before the vCPUs start.
     std::function<void()> on_started;
     // When set, receives the VM exits of all vCPUs.
     ExitCounts* exit_counts = nullptr;
 };
-
-// Throws UsageError for what this machine cannot do with `config` (today: APIC IDs above
-// 254, which need x2APIC and a split irqchip).
-void check_machine_config(const MachineConfig& config);
 
 // Builds an x86-64 VM from the parts (memory, irqchip, devices, vCPUs), boots the kernel
 // and runs it until it stops.
