@@ -61,22 +61,41 @@ TEST_CASE("16550: interrupts follow IER, OUT2 and IIR acknowledgement", "[serial
     uart.receive(input); // before the driver opens the port: held back
     CHECK((in(uart, 5) & 0x01) == 0);
     CHECK(in(uart, 0) == 0); // the driver's "clear for luck" read loses nothing
-    out(uart, 1, 0x01);      // receive interrupts, but OUT2 still clear: the line stays quiet
-    CHECK(irq->edges == 0);
+    // The probe toggles every IER bit and runs a loopback test, then clears the FIFO: the
+    // input is still held.
+    out(uart, 1, 0x0f);
+    out(uart, 4, 0x1a); // loopback with OUT2
+    out(uart, 1, 0x00);
+    out(uart, 4, 0x00);
+    out(uart, 2, 0x07); // FIFO on, both cleared
+    CHECK((in(uart, 5) & 0x01) == 0);
+    CHECK((in(uart, 2) & 0x0f) == 0x01); // nothing pending: IER is clear again
+    const int probe_edges = irq->edges;
+    // Opening the port: OUT2 first, then receive interrupts, as serial8250_startup does.
+    out(uart, 4, 0x08);
+    CHECK(irq->edges == probe_edges);
+    out(uart, 1, 0x01);
+    CHECK(irq->edges == probe_edges + 1);
     CHECK((in(uart, 5) & 0x01) == 1);
-    out(uart, 4, 0x08); // OUT2
-    CHECK(irq->edges == 1);
     CHECK((in(uart, 2) & 0x0f) == 0x04);
     CHECK(in(uart, 0) == 'a');
     CHECK(in(uart, 0) == 'b');
     CHECK((in(uart, 2) & 0x0f) == 0x01);
+    out(uart, 4, 0x00); // OUT2 clear: a pending interrupt no longer reaches the line
+    uart.receive(input);
+    CHECK(irq->edges == probe_edges + 1);
+    CHECK(in(uart, 0) == 0);
+    out(uart, 4, 0x08);
+    CHECK(irq->edges == probe_edges + 2);
+    CHECK(in(uart, 0) == 'a');
+    CHECK(in(uart, 0) == 'b');
 
     out(uart, 1, 0x03); // enabling THRE interrupts while THR is empty raises one at once
-    CHECK(irq->edges == 2);
+    CHECK(irq->edges == probe_edges + 3);
     CHECK((in(uart, 2) & 0x0f) == 0x02);
     CHECK((in(uart, 2) & 0x0f) == 0x01); // reading IIR acknowledged it
     out(uart, 0, 'z');
-    CHECK(irq->edges == 3);
+    CHECK(irq->edges == probe_edges + 4);
 }
 
 TEST_CASE("16550: accesses outside its eight registers are harmless", "[serial]") {

@@ -169,6 +169,11 @@ int run_on_console(const std::vector<std::string>& argv) {
         winsize window{};
         if (size >> window.ws_row >> window.ws_col)
             ::ioctl(tty, TIOCSWINSZ, &window);
+        termios mode{};
+        if (::access(proto::kLineInputFile, F_OK) == 0 && ::tcgetattr(tty, &mode) == 0) {
+            mode.c_lflag &= ~tcflag_t(ECHO);
+            ::tcsetattr(tty, TCSANOW, &mode);
+        }
         for (int fd = 0; fd < 3; ++fd)
             ::dup2(tty, fd);
         ::setenv("TERM", "linux", 0);

@@ -78,9 +78,11 @@ void Serial16550::receive(std::span<const std::uint8_t> bytes) {
 }
 
 void Serial16550::accept_host_input() {
-    // Host input waits until the driver wants it: the 8250 driver clears the FIFO and reads
-    // the data register once while opening the port, which would lose early keystrokes.
-    if (!(ier_ & kIerRxData))
+    // Host input waits until a driver has opened the port: receive interrupts on and routed
+    // (OUT2), not in loopback. The 8250 driver's probe sets every IER bit for a moment and
+    // clears the FIFO afterwards, and opening the port reads the data register once; both
+    // would lose early keystrokes.
+    if (!(ier_ & kIerRxData) || !(mcr_ & kMcrOut2) || (mcr_ & kMcrLoop))
         return;
     while (!host_input_.empty() && rx_.size() < kRxLimit) {
         rx_.push_back(host_input_.front());
@@ -154,7 +156,10 @@ void Serial16550::write_register(std::uint8_t index, std::uint8_t value) {
             rx_.clear();
         break;
     case kLcr: lcr_ = value; break;
-    case kMcr: mcr_ = value & 0x1f; break;
+    case kMcr:
+        mcr_ = value & 0x1f;
+        accept_host_input();
+        break;
     case kScr: scr_ = value; break;
     default: // LSR and MSR are read-only
         break;

@@ -159,6 +159,8 @@ std::vector<std::uint8_t> build_initramfs(const RunOptions& options, const Kerne
         if (::ioctl(STDOUT_FILENO, TIOCGWINSZ, &window) == 0 && window.ws_row > 0)
             cpio.add_file(guest_protocol::kWindowSizeFile,
                           fmt::format("{} {}\n", window.ws_row, window.ws_col));
+        if (!::isatty(STDIN_FILENO))
+            cpio.add_file(guest_protocol::kLineInputFile, std::string());
     }
     std::vector<std::uint8_t> bytes = base_initramfs(kernel);
     std::vector<std::uint8_t> run = cpio.finish();
@@ -322,6 +324,8 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
         config.input_escape = kEscapeKey;
         if (::isatty(STDIN_FILENO))
             raw_terminal.emplace();
+        else // end of file for the guest's line discipline: one Ctrl-D ends a partial line
+            config.com1_input_at_end = {0x04, 0x04};
     }
     GuestChannelDecoder channel({[](auto bytes) { write_all(STDOUT_FILENO, bytes); },
                                  [](auto bytes) {
