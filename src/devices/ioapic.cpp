@@ -25,7 +25,7 @@ constexpr std::uint64_t kVectorMask = 0xff;
 constexpr unsigned kDeliveryModeShift = 8;
 constexpr std::uint64_t kDeliveryModeMask = 0x7;
 constexpr std::uint64_t kLogicalDestination = 1ull << 11;
-constexpr std::uint64_t kMasked = 1ull << 16;
+constexpr std::uint64_t kMasked = Ioapic::kMaskedEntry;
 // Delivery status (bit 12) and remote IRR (bit 14) belong to the hardware; with edge-only
 // delivery they stay clear, so guest writes to them are dropped.
 constexpr std::uint64_t kReadOnlyBits = (1ull << 12) | (1ull << 14);

@@ -23,6 +23,7 @@ class Ioapic : public BusDevice {
   public:
     static constexpr std::uint32_t kPins = 24;
     static constexpr std::uint64_t kSize = 0x1000;
+    static constexpr std::uint32_t kMaskedEntry = 1u << 16; // the mask bit of an entry's low word
     using Routes = std::array<std::optional<MsiMessage>, kPins>;
     // Receives the routes of all pins (none for a masked pin) after every change to a
     // redirection entry; called with the device's lock held, so calls arrive in order.

@@ -65,26 +65,6 @@ void require_capabilities(const Kvm& kvm, bool split_irqchip) {
         throw Error("this host's KVM lacks " + missing);
 }
 
-// Up to APIC ID 254 KVM emulates the whole PC interrupt system: PIC, I/O APIC, PIT. Past it,
-// the local APICs need x2APIC's 32-bit IDs, which KVM's I/O APIC cannot address: KVM keeps
-// only the local APICs (a split irqchip), the VMM provides the I/O APIC, and there is no PIC
-// or PIT; the guest's APIC timers run in TSC-deadline mode instead.
-void create_irqchip(Vm& vm, bool split_irqchip, Bus& mmio) {
-    if (!split_irqchip) {
-        vm_ioctl(vm, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
-        kvm_pit_config pit{};
-        pit.flags = KVM_PIT_SPEAKER_DUMMY;
-        vm_ioctl(vm, KVM_CREATE_PIT2, reinterpret_cast<unsigned long>(&pit), "KVM_CREATE_PIT2");
-        return;
-    }
-    vm.enable_capability(KVM_CAP_SPLIT_IRQCHIP, Ioapic::kPins, "KVM_CAP_SPLIT_IRQCHIP");
-    vm.enable_capability(KVM_CAP_X2APIC_API,
-                         KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
-                         "KVM_CAP_X2APIC_API");
-    mmio.insert(kIoapic.raw(), Ioapic::kSize,
-                std::make_shared<Ioapic>([&vm](const auto& routes) { vm.set_msi_routes(routes); }));
-}
-
 // RAM split evenly over the NUMA nodes in address order, in 2 MiB steps; the last node
 // takes what does not divide evenly.
 std::vector<NumaMemoryRange> split_memory_by_node(const GuestMemory& memory,
@@ -144,6 +124,22 @@ asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
 }
 
 } // namespace
+
+void create_irqchip(Vm& vm, bool split_irqchip, Bus& mmio) {
+    if (!split_irqchip) {
+        vm_ioctl(vm, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
+        kvm_pit_config pit{};
+        pit.flags = KVM_PIT_SPEAKER_DUMMY;
+        vm_ioctl(vm, KVM_CREATE_PIT2, reinterpret_cast<unsigned long>(&pit), "KVM_CREATE_PIT2");
+        return;
+    }
+    vm.enable_capability(KVM_CAP_SPLIT_IRQCHIP, Ioapic::kPins, "KVM_CAP_SPLIT_IRQCHIP");
+    vm.enable_capability(KVM_CAP_X2APIC_API,
+                         KVM_X2APIC_API_USE_32BIT_IDS | KVM_X2APIC_API_DISABLE_BROADCAST_QUIRK,
+                         "KVM_CAP_X2APIC_API");
+    mmio.insert(kIoapic.raw(), Ioapic::kSize,
+                std::make_shared<Ioapic>([&vm](const auto& routes) { vm.set_msi_routes(routes); }));
+}
 
 StopReason run_machine(const MachineConfig& config) {
     const Topology& topology = config.topology;
@@ -209,11 +205,10 @@ StopReason run_machine(const MachineConfig& config) {
         std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom1Irq), config.com1_output);
     io.insert(kCom1, Serial16550::kRegisterCount, com1);
     if (config.com1_input_fd >= 0)
-        asio::co_spawn(
-            executor,
-            forward_input(executor, config.com1_input_fd, config.input_escape,
-                          config.com1_input_at_end, *com1, stop),
-            asio::detached);
+        asio::co_spawn(executor,
+                       forward_input(executor, config.com1_input_fd, config.input_escape,
+                                     config.com1_input_at_end, *com1, stop),
+                       asio::detached);
     io.insert(
         kCom2, Serial16550::kRegisterCount,
         std::make_shared<Serial16550>(std::make_shared<IrqFd>(vm, kCom2Irq), config.com2_output));
