@@ -61,6 +61,19 @@ std::string file_stamp(const fs::path& path) {
            std::to_string(fs::last_write_time(path).time_since_epoch().count());
 }
 
+void prune_stale_files(const fs::path& dir, const std::string& prefix, std::chrono::hours max_age,
+                       const fs::path& keep) {
+    auto cutoff = fs::file_time_type::clock::now() - max_age;
+    std::error_code ec;
+    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+        std::error_code entry_ec;
+        bool stale = entry.path() != keep && entry.path().filename().string().starts_with(prefix) &&
+                     entry.is_regular_file(entry_ec) && entry.last_write_time(entry_ec) < cutoff;
+        if (stale && !entry_ec)
+            fs::remove(entry.path(), entry_ec);
+    }
+}
+
 fs::path ktstr_cache_dir() {
     if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
         return fs::path(xdg) / "ktstr";

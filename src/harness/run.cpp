@@ -102,8 +102,11 @@ std::vector<std::uint8_t> base_initramfs(const KernelChoice& kernel) {
                       (fs::exists(kBusybox) ? file_stamp(kBusybox) : std::string());
     fs::path cached = ktstr_cache_dir() / "initramfs" /
                       fmt::format("base-{:016x}.cpio", std::hash<std::string>{}(key));
-    if (fs::exists(cached))
+    if (fs::exists(cached)) {
+        std::error_code ec; // marks it used, for pruning
+        fs::last_write_time(cached, fs::file_time_type::clock::now(), ec);
         return read_binary_file(cached);
+    }
 
     CpioArchive cpio;
     cpio.add_char_device("dev/console", 5, 1);
@@ -121,6 +124,8 @@ std::vector<std::uint8_t> base_initramfs(const KernelChoice& kernel) {
     std::vector<std::uint8_t> bytes = cpio.finish();
     fs::create_directories(cached.parent_path());
     write_file_atomic(cached, std::span<const std::uint8_t>(bytes));
+    // Every rebuild of the init or busybox, and every kernel, makes a new one.
+    prune_stale_files(cached.parent_path(), "base-", std::chrono::days(7), cached);
     return bytes;
 }
 

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <span>
@@ -16,6 +17,12 @@ void write_file_atomic(const std::filesystem::path& path, const std::string& tex
 
 // "path:size:mtime": changes when the file does, for keys of caches built from it.
 std::string file_stamp(const std::filesystem::path& path);
+
+// Removes the files in `dir` whose names start with `prefix` and that were last modified
+// more than `max_age` ago, except `keep`. Caches mark a file as used by touching it.
+// Errors (a file another process removed first) are ignored: pruning is best effort.
+void prune_stale_files(const std::filesystem::path& dir, const std::string& prefix,
+                       std::chrono::hours max_age, const std::filesystem::path& keep = {});
 
 // $XDG_CACHE_HOME/ktstr, or ~/.cache/ktstr.
 std::filesystem::path ktstr_cache_dir();
