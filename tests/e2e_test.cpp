@@ -136,9 +136,11 @@ TEST_CASE("the command's exit status and output come back", "[e2e][exit-status]"
     CHECK(result.exit_code == 7);
     CHECK(result.out == "out\n");
     CHECK(result.err == "err\n");
-    auto scx = ktstr_run("-- cat /sys/kernel/sched_ext/state");
-    CHECK(scx.exit_code == 0);
-    CHECK((scx.out == "disabled\n" || scx.out == "enabled\n"));
+    // The same boot shows the guest's settings: sched_ext is there, and an oops panics.
+    auto guest =
+        ktstr_run("-- sh -c 'cat /sys/kernel/sched_ext/state /proc/sys/kernel/panic_on_oops'");
+    CHECK(guest.exit_code == 0);
+    CHECK((guest.out == "disabled\n1\n" || guest.out == "enabled\n1\n"));
 }
 
 TEST_CASE("a hung guest is stopped at the timeout", "[e2e][timeout]") {

@@ -37,9 +37,10 @@ constexpr std::size_t kConsoleTail = 64 * 1024;
 constexpr const char* kBusybox = "/bin/busybox";
 
 // The command line ktstr gives every guest: console on COM1, reset through the i8042 on
-// reboot, no PCI, nothing slow that a test VM does not need.
+// reboot, an oops ends the run like a panic (a scheduler that oopses a kworker must not
+// pass), no PCI, nothing slow that a test VM does not need.
 constexpr const char* kBaseCmdline =
-    "console=ttyS0 quiet reboot=k panic=-1 pci=off mitigations=off no_timer_check "
+    "console=ttyS0 quiet reboot=k panic=-1 oops=panic pci=off mitigations=off no_timer_check "
     "clocksource=kvm-clock i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init";
 
 std::pair<std::uint64_t, std::string_view> split_number(std::string_view text) {
@@ -182,7 +183,6 @@ void write_all(int fd, std::span<const std::uint8_t> bytes) {
     }
 }
 
-// The part of the console from the panic or oops message on, if the kernel printed one.
 constexpr std::uint8_t kEscapeKey = 0x1d; // Ctrl-]
 
 // Puts the terminal on stdin in raw mode (keys go to the guest as typed) and restores it.
@@ -212,14 +212,18 @@ std::string kernel_command_line(const RunOptions& options) {
                                          : kBaseCmdline + (" " + options.extra_cmdline);
 }
 
+// The part of the console from the panic or oops report on, if the kernel printed one.
 std::string find_panic(const std::string& console) {
-    for (const char* marker : {"Kernel panic", "Oops:"}) {
-        auto at = console.find(marker);
-        if (at != std::string::npos)
-            return console.substr(
-                console.rfind('\n', at) == std::string::npos ? 0 : console.rfind('\n', at) + 1);
-    }
-    return {};
+    if (console.find("Kernel panic") == std::string::npos &&
+        console.find("Oops:") == std::string::npos)
+        return {};
+    // From the first line of the report: an oops starts with "BUG: ..." or "Oops: ...", and
+    // with oops=panic the panic line only follows it.
+    std::size_t at = std::string::npos;
+    for (const char* marker : {"Kernel panic", "Oops:", "BUG:"})
+        at = std::min(at, console.find(marker));
+    std::size_t line = console.rfind('\n', at);
+    return console.substr(line == std::string::npos ? 0 : line + 1);
 }
 
 } // namespace
