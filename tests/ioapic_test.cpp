@@ -52,10 +52,15 @@ TEST_CASE("I/O APIC: pins start masked and route nowhere", "[ioapic]") {
     IoapicUnderTest t;
     for (std::uint32_t pin = 0; pin < Ioapic::kPins; ++pin)
         CHECK(t.get_register(0x10 + 2 * pin) == 0x00010000);
-    t.set_register(0x11, 0); // a destination alone changes no route
+    t.set_register(0x11, 5u << 24); // a destination alone changes no route: no update
+    CHECK(t.updates.empty());
+    t.set_register(0x10, 0x30); // unmasked: pin 0 routes, the others still do not
     REQUIRE(t.updates.size() == 1);
-    for (const auto& route : t.updates.back())
-        CHECK_FALSE(route);
+    CHECK(t.updates.back()[0]);
+    for (std::uint32_t pin = 1; pin < Ioapic::kPins; ++pin)
+        CHECK_FALSE(t.updates.back()[pin]);
+    t.set_register(0x10, 0x30); // the same entry again: no update
+    CHECK(t.updates.size() == 1);
 }
 
 TEST_CASE("I/O APIC: a redirection entry becomes the MSI it sends", "[ioapic]") {
@@ -109,6 +114,10 @@ TEST_CASE("I/O APIC: out-of-range registers, odd widths and offsets change nothi
     t.ioapic.write(0x00, std::span(&byte, 1));
     CHECK(t.read32(0x00) == 0x78);
     CHECK(t.updates.empty());
+
+    std::uint64_t wide = ~0ull;
+    t.ioapic.read(0x10, std::span(reinterpret_cast<std::uint8_t*>(&wide), 8));
+    CHECK(wide == 0); // an odd width reads zeros, never stale bytes
 
     // Delivery status and remote IRR are the hardware's: writes do not set them.
     t.set_register(0x10, 0x00005031);

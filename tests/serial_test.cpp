@@ -3,6 +3,7 @@
 
 #include <catch2/catch_test_macros.hpp>
 #include <string>
+#include <vector>
 
 using namespace ktstr;
 
@@ -96,6 +97,23 @@ TEST_CASE("16550: interrupts follow IER, OUT2 and IIR acknowledgement", "[serial
     CHECK((in(uart, 2) & 0x0f) == 0x01); // reading IIR acknowledged it
     out(uart, 0, 'z');
     CHECK(irq->edges == probe_edges + 4);
+}
+
+TEST_CASE("16550: host input beyond the queue is refused, to be offered again", "[serial]") {
+    Serial16550 uart(nullptr, nullptr);
+    std::vector<std::uint8_t> input(70000, 'x');
+    std::size_t taken = uart.receive(input);
+    CHECK(taken == 65536);
+    CHECK(uart.receive(std::span(input).subspan(taken)) == 0);
+    out(uart, 4, 0x08); // the driver opens the port: the held bytes move to the receiver
+    out(uart, 1, 0x01);
+    CHECK(uart.receive(std::span(input).subspan(taken)) == input.size() - taken);
+    std::size_t read = 0;
+    while (in(uart, 5) & 0x01) {
+        in(uart, 0);
+        ++read;
+    }
+    CHECK(read == input.size());
 }
 
 TEST_CASE("16550: accesses outside its eight registers are harmless", "[serial]") {

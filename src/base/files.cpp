@@ -65,7 +65,8 @@ void prune_stale_files(const fs::path& dir, const std::string& prefix, std::chro
                        const fs::path& keep) {
     auto cutoff = fs::file_time_type::clock::now() - max_age;
     std::error_code ec;
-    for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        const fs::directory_entry& entry = *it;
         std::error_code entry_ec;
         bool stale = entry.path() != keep && entry.path().filename().string().starts_with(prefix) &&
                      entry.is_regular_file(entry_ec) && entry.last_write_time(entry_ec) < cutoff;

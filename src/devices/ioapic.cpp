@@ -59,6 +59,7 @@ std::optional<MsiMessage> Ioapic::route_of(std::uint64_t entry) {
 }
 
 void Ioapic::read(std::uint64_t offset, std::span<std::uint8_t> data) {
+    std::fill(data.begin(), data.end(), 0);
     std::uint32_t value = 0;
     if (data.size() == 4) {
         std::lock_guard lock(mutex_);
@@ -109,11 +110,13 @@ void Ioapic::write_register(std::uint32_t index, std::uint32_t value) {
     std::uint64_t kept = high ? 0x00000000ffffffffull : 0xffffffff00000000ull | kReadOnlyBits;
     std::uint64_t written = std::uint64_t(value) << (high ? 32 : 0) & ~kReadOnlyBits;
     entry = (entry & kept) | written;
-    if (on_routes_changed_) {
-        Routes routes;
-        std::transform(redirection_.begin(), redirection_.end(), routes.begin(), route_of);
+    // Each update costs KVM a routing-table swap and a rescan on every vCPU; skip the writes
+    // that change no route (a destination written before its unmasking word, say).
+    Routes routes;
+    std::transform(redirection_.begin(), redirection_.end(), routes.begin(), route_of);
+    if (routes != routes_ && on_routes_changed_)
         on_routes_changed_(routes);
-    }
+    routes_ = routes;
 }
 
 } // namespace ktstr

@@ -63,18 +63,19 @@ void Serial16550::write(std::uint64_t offset, std::span<const std::uint8_t> data
         irq_->trigger();
 }
 
-void Serial16550::receive(std::span<const std::uint8_t> bytes) {
+std::size_t Serial16550::receive(std::span<const std::uint8_t> bytes) {
     bool raise;
+    std::size_t taken;
     {
         std::lock_guard lock(mutex_);
-        for (std::uint8_t byte : bytes)
-            if (host_input_.size() < kRxLimit)
-                host_input_.push_back(byte);
+        taken = std::min(bytes.size(), kRxLimit - host_input_.size());
+        host_input_.insert(host_input_.end(), bytes.begin(), bytes.begin() + long(taken));
         accept_host_input();
         raise = update_interrupt();
     }
     if (raise && irq_)
         irq_->trigger();
+    return taken;
 }
 
 void Serial16550::accept_host_input() {
@@ -101,6 +102,7 @@ std::uint8_t Serial16550::read_register(std::uint8_t index) {
         {
             std::uint8_t byte = rx_.front();
             rx_.pop_front();
+            accept_host_input(); // room for what is still held
             return byte;
         }
     case kIer: return dlab ? dlm_ : ier_;

@@ -106,7 +106,11 @@ std::vector<std::uint8_t> base_initramfs(const KernelChoice& kernel) {
     if (fs::exists(cached)) {
         std::error_code ec; // marks it used, for pruning
         fs::last_write_time(cached, fs::file_time_type::clock::now(), ec);
-        return read_binary_file(cached);
+        try {
+            return read_binary_file(cached);
+        } catch (const Error&) {
+            // Pruned by another run between the check and the read: build it again.
+        }
     }
 
     CpioArchive cpio;
@@ -330,11 +334,12 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     std::optional<RawTerminal> raw_terminal;
     if (options.interactive) {
         config.com1_input_fd = STDIN_FILENO;
-        config.input_escape = kEscapeKey;
-        if (::isatty(STDIN_FILENO))
+        if (::isatty(STDIN_FILENO)) {
+            config.input_escape = kEscapeKey;
             raw_terminal.emplace();
-        else // end of file for the guest's line discipline: one Ctrl-D ends a partial line
+        } else { // end of file for the guest's line discipline: one Ctrl-D ends a partial line
             config.com1_input_at_end = {0x04, 0x04};
+        }
     }
     GuestChannelDecoder channel({[](auto bytes) { write_all(STDOUT_FILENO, bytes); },
                                  [](auto bytes) {

@@ -25,8 +25,9 @@ class Ioapic : public BusDevice {
     static constexpr std::uint64_t kSize = 0x1000;
     static constexpr std::uint32_t kMaskedEntry = 1u << 16; // the mask bit of an entry's low word
     using Routes = std::array<std::optional<MsiMessage>, kPins>;
-    // Receives the routes of all pins (none for a masked pin) after every change to a
-    // redirection entry; called with the device's lock held, so calls arrive in order.
+    // Receives the routes of all pins (none for a masked pin) whenever a write to a
+    // redirection entry changes them; called with the device's lock held, so calls arrive in
+    // order.
     using RouteUpdate = std::function<void(const Routes&)>;
 
     explicit Ioapic(RouteUpdate on_routes_changed);
@@ -46,6 +47,7 @@ class Ioapic : public BusDevice {
     std::uint32_t select_ = 0;
     std::uint32_t id_ = 0;
     std::array<std::uint64_t, kPins> redirection_;
+    Routes routes_; // as last handed over
 };
 
 } // namespace ktstr

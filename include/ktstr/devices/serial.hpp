@@ -22,9 +22,9 @@ class Serial16550 : public BusDevice {
     void read(std::uint64_t offset, std::span<std::uint8_t> data) override;
     void write(std::uint64_t offset, std::span<const std::uint8_t> data) override;
 
-    // Queues host input for the guest (held until the driver enables receive interrupts);
-    // bytes past the buffer limit are dropped.
-    void receive(std::span<const std::uint8_t> bytes);
+    // Queues host input for the guest (held until a driver opens the port) and returns how
+    // many bytes fit; the caller offers the rest again once the guest has read some.
+    std::size_t receive(std::span<const std::uint8_t> bytes);
 
     static constexpr std::uint64_t kRegisterCount = 8;
 

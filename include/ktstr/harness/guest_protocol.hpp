@@ -24,8 +24,9 @@ inline constexpr const char* kLibraryPathFile = "/ktstr/library-path";
 // Present for `ktstr shell`: the command gets the console as its terminal.
 inline constexpr const char* kInteractiveFile = "/ktstr/interactive";
 inline constexpr const char* kWindowSizeFile = "/ktstr/window-size"; // "rows cols"
-// Present when the host's input is not a terminal: the console does not echo, so line
-// editors (busybox's) read plain lines instead of querying a terminal that never answers.
+// Present when the host's input is not a terminal: the command's console stops echoing, so
+// line editors (busybox's) read plain lines instead of querying a terminal that never
+// answers. (Input that reached the console while the kernel opened it was echoed already.)
 inline constexpr const char* kLineInputFile = "/ktstr/line-input";
 
 // The guest init's first words on the kernel console: the host times boots by them.

@@ -21,6 +21,7 @@
 #include <asio/detached.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
 #include <fmt/format.h>
 #include <sys/ioctl.h>
@@ -54,6 +55,8 @@ void require_capabilities(const Kvm& kvm, bool split_irqchip) {
         needed.push_back({KVM_CAP_SPLIT_IRQCHIP, "KVM_CAP_SPLIT_IRQCHIP"});
         needed.push_back({KVM_CAP_X2APIC_API, "KVM_CAP_X2APIC_API"});
         needed.push_back({KVM_CAP_IRQ_ROUTING, "KVM_CAP_IRQ_ROUTING"});
+        // Without a PIT, the guest's APIC timers need no calibration only in this mode.
+        needed.push_back({KVM_CAP_TSC_DEADLINE_TIMER, "KVM_CAP_TSC_DEADLINE_TIMER"});
     } else {
         needed.push_back({KVM_CAP_PIT2, "KVM_CAP_PIT2"});
     }
@@ -96,6 +99,20 @@ std::vector<NumaMemoryRange> split_memory_by_node(const GuestMemory& memory,
     return ranges;
 }
 
+// Offers `bytes` to the UART until it has taken them all, waiting while its queue is full
+// (the guest reads slower than a pipe writes).
+asio::awaitable<void> deliver(asio::io_context& executor, Serial16550& uart,
+                              std::span<const std::uint8_t> bytes) {
+    asio::steady_timer pause(executor);
+    for (;;) {
+        bytes = bytes.subspan(uart.receive(bytes));
+        if (bytes.empty())
+            co_return;
+        pause.expires_after(std::chrono::milliseconds(10));
+        co_await pause.async_wait(asio::use_awaitable);
+    }
+}
+
 // Host bytes into the guest's UART until the escape byte, or until end of file, then `at_end`.
 asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
                                     std::optional<std::uint8_t> escape,
@@ -108,18 +125,16 @@ asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
         std::size_t n = co_await input.async_read_some(
             asio::buffer(buffer), asio::redirect_error(asio::use_awaitable, ec));
         if (ec) {
-            uart.receive(at_end);
+            co_await deliver(executor, uart, at_end);
             co_return;
         }
         std::span<const std::uint8_t> bytes(buffer.data(), n);
-        if (escape) {
-            if (auto at = std::find(bytes.begin(), bytes.end(), *escape); at != bytes.end()) {
-                uart.receive(bytes.first(std::size_t(at - bytes.begin())));
-                stop.request({StopReason::Kind::interrupted, "left the guest (escape key)"});
-                co_return;
-            }
+        auto escape_at = escape ? std::find(bytes.begin(), bytes.end(), *escape) : bytes.end();
+        co_await deliver(executor, uart, bytes.first(std::size_t(escape_at - bytes.begin())));
+        if (escape_at != bytes.end()) {
+            stop.request({StopReason::Kind::interrupted, "left the guest (escape key)"});
+            co_return;
         }
-        uart.receive(bytes);
     }
 }
 
@@ -170,9 +185,9 @@ StopReason run_machine(const MachineConfig& config) {
     add_vm_cpu_features(supported,
                         {.tsc_deadline_timer = kvm.check_extension(KVM_CAP_TSC_DEADLINE_TIMER) != 0,
                          .msi_ext_dest_id = split_irqchip});
-    // For guests booted with acpi=off. Its APIC IDs are 8 bits wide, so a topology past 254
-    // is left to the MADT.
-    if (!topology.needs_x2apic()) {
+    // For guests booted with acpi=off. It names the PC's PIC and PIT wiring, which a split
+    // irqchip lacks, and its APIC IDs are 8 bits wide: such VMs have the MADT alone.
+    if (!split_irqchip) {
         auto leaf1 =
             std::find_if(supported.begin(), supported.end(),
                          [](const kvm_cpuid_entry2& entry) { return entry.function == 1; });
