@@ -40,6 +40,20 @@ TEST_CASE("guest frames decode in any split", "[channel]") {
     CHECK(decoder.broken().empty());
 }
 
+TEST_CASE("the guest's console-ready frame reaches its handler", "[channel]") {
+    int ready = 0;
+    GuestChannelDecoder decoder({nullptr, nullptr, [&] {
+                                     ++ready;
+                                 }});
+    auto bytes = frame(5, "");
+    decoder.feed(bytes);
+    CHECK(ready == 1);
+    CHECK(decoder.broken().empty());
+    auto unknown = frame(6, "");
+    decoder.feed(unknown);
+    CHECK_FALSE(decoder.broken().empty());
+}
+
 TEST_CASE("a hostile guest breaks only its own channel", "[channel]") {
     std::string out;
     GuestChannelDecoder decoder({[&](auto b) { out.append(b.begin(), b.end()); }, nullptr});

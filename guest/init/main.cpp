@@ -174,6 +174,8 @@ int run_on_console(const std::vector<std::string>& argv) {
             mode.c_lflag &= ~tcflag_t(ECHO);
             ::tcsetattr(tty, TCSANOW, &mode);
         }
+        // The host holds its input until now, so none of it is echoed or lost before this.
+        send_frame(proto::FrameKind::console_ready, nullptr, 0);
         for (int fd = 0; fd < 3; ++fd)
             ::dup2(tty, fd);
         ::setenv("TERM", "linux", 0);

@@ -19,7 +19,7 @@ void GuestChannelDecoder::feed(std::span<const std::uint8_t> bytes) {
         std::uint32_t length =
             std::uint32_t(pending_[at + 1]) | std::uint32_t(pending_[at + 2]) << 8 |
             std::uint32_t(pending_[at + 3]) << 16 | std::uint32_t(pending_[at + 4]) << 24;
-        if (kind < FrameKind::stdout_data || kind > FrameKind::init_error) {
+        if (kind < FrameKind::stdout_data || kind > FrameKind::console_ready) {
             broken_ = fmt::format("the guest sent a frame of unknown kind {}", int(kind));
             break;
         }
@@ -58,6 +58,10 @@ void GuestChannelDecoder::deliver(FrameKind kind, std::span<const std::uint8_t> 
         exit_status_ = status;
         break;
     case FrameKind::init_error: init_error_.assign(payload.begin(), payload.end()); break;
+    case FrameKind::console_ready:
+        if (handlers_.on_console_ready)
+            handlers_.on_console_ready();
+        break;
     }
 }
 

@@ -1,6 +1,7 @@
 #include "ktstr/harness/run.hpp"
 
 #include "ktstr/base/error.hpp"
+#include "ktstr/base/fd.hpp"
 #include "ktstr/base/files.hpp"
 #include "ktstr/base/process.hpp"
 #include "ktstr/harness/guest_channel.hpp"
@@ -22,6 +23,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -332,7 +334,13 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     };
     // ktstr shell: this terminal, raw, is the guest console's other end.
     std::optional<RawTerminal> raw_terminal;
+    UniqueFd input_gate;
     if (options.interactive) {
+        // Input waits for the guest's console (see guest_protocol::console_ready).
+        input_gate = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
+        if (!input_gate)
+            throw_errno("eventfd");
+        config.com1_input_gate_fd = input_gate.get();
         config.com1_input_fd = STDIN_FILENO;
         if (::isatty(STDIN_FILENO)) {
             config.input_escape = kEscapeKey;
@@ -342,8 +350,10 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
         }
     }
     GuestChannelDecoder channel({[](auto bytes) { write_all(STDOUT_FILENO, bytes); },
-                                 [](auto bytes) {
-                                     write_all(STDERR_FILENO, bytes);
+                                 [](auto bytes) { write_all(STDERR_FILENO, bytes); },
+                                 [&input_gate] {
+                                     if (input_gate)
+                                         signal_eventfd(input_gate.get());
                                  }});
     // The guest uses one channel, but nothing stops a hostile one from writing to both.
     std::mutex channel_mutex;

@@ -19,6 +19,7 @@ class GuestChannelDecoder {
     struct Handlers {
         std::function<void(std::span<const std::uint8_t>)> on_stdout;
         std::function<void(std::span<const std::uint8_t>)> on_stderr;
+        std::function<void()> on_console_ready = {};
     };
     explicit GuestChannelDecoder(Handlers handlers);
 

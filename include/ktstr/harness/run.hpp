@@ -17,7 +17,7 @@ struct RunOptions {
     std::string topology = "1n1l2c1t";
     std::string memory = "1G";
     bool hugepages = false;
-    bool x2apic = false; // split irqchip and x2APIC even for APIC IDs below 255
+    bool x2apic = false;          // split irqchip and x2APIC even for APIC IDs below 255
     std::string timeout = "120s"; // empty: none
     std::vector<std::string> includes;
     std::string extra_cmdline;

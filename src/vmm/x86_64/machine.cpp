@@ -20,6 +20,7 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/read.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -113,11 +114,17 @@ asio::awaitable<void> deliver(asio::io_context& executor, Serial16550& uart,
     }
 }
 
-// Host bytes into the guest's UART until the escape byte, or until end of file, then `at_end`.
-asio::awaitable<void> forward_input(asio::io_context& executor, int fd,
+// Host bytes into the guest's UART, once `gate_fd` (if any) is signalled, until the escape
+// byte, or until end of file, then `at_end`.
+asio::awaitable<void> forward_input(asio::io_context& executor, int fd, int gate_fd,
                                     std::optional<std::uint8_t> escape,
                                     std::vector<std::uint8_t> at_end, Serial16550& uart,
                                     VmStop& stop) {
+    if (gate_fd >= 0) {
+        asio::posix::stream_descriptor gate(executor, ::dup(gate_fd));
+        std::uint64_t count;
+        co_await asio::async_read(gate, asio::buffer(&count, sizeof count), asio::use_awaitable);
+    }
     asio::posix::stream_descriptor input(executor, ::dup(fd));
     std::array<std::uint8_t, 256> buffer;
     for (;;) {
@@ -221,8 +228,8 @@ StopReason run_machine(const MachineConfig& config) {
     io.insert(kCom1, Serial16550::kRegisterCount, com1);
     if (config.com1_input_fd >= 0)
         asio::co_spawn(executor,
-                       forward_input(executor, config.com1_input_fd, config.input_escape,
-                                     config.com1_input_at_end, *com1, stop),
+                       forward_input(executor, config.com1_input_fd, config.com1_input_gate_fd,
+                                     config.input_escape, config.com1_input_at_end, *com1, stop),
                        asio::detached);
     io.insert(
         kCom2, Serial16550::kRegisterCount,

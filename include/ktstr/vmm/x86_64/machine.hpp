@@ -37,6 +37,8 @@ struct MachineConfig {
     std::optional<std::uint8_t> input_escape;
     // Sent to COM1 when the host input ends.
     std::vector<std::uint8_t> com1_input_at_end;
+    // An eventfd, or -1: host input waits until it is signalled (the guest is ready for it).
+    int com1_input_gate_fd = -1;
     // Called once the VM is built, just before the vCPUs start.
     std::function<void()> on_started;
     // When set, receives the VM exits of all vCPUs.
