@@ -23,7 +23,6 @@
 #include <optional>
 #include <set>
 #include <sstream>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <termios.h>
 #include <unistd.h>
@@ -337,9 +336,7 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
     UniqueFd input_gate;
     if (options.interactive) {
         // Input waits for the guest's console (see guest_protocol::console_ready).
-        input_gate = UniqueFd(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
-        if (!input_gate)
-            throw_errno("eventfd");
+        input_gate = make_eventfd();
         config.com1_input_gate_fd = input_gate.get();
         config.com1_input_fd = STDIN_FILENO;
         if (::isatty(STDIN_FILENO)) {

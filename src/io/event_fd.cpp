@@ -5,20 +5,22 @@
 
 #include <asio/read.hpp>
 #include <asio/use_awaitable.hpp>
-#include <sys/eventfd.h>
+#include <fcntl.h>
 
 namespace ktstr {
 
 namespace {
-int new_eventfd() {
-    int fd = ::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (fd < 0)
-        throw_errno("eventfd");
-    return fd;
+int duplicate(int fd) {
+    int copy = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (copy < 0)
+        throw_errno("cannot duplicate an eventfd");
+    return copy;
 }
 } // namespace
 
-EventFd::EventFd(asio::io_context& context) : descriptor_(context, new_eventfd()) {}
+EventFd::EventFd(asio::io_context& context) : descriptor_(context, make_eventfd().release()) {}
+
+EventFd::EventFd(asio::io_context& context, int fd) : descriptor_(context, duplicate(fd)) {}
 
 int EventFd::fd() const { return descriptor_.native_handle(); }
 

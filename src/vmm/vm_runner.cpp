@@ -12,14 +12,11 @@
 #include <asio/steady_timer.hpp>
 #include <fmt/format.h>
 #include <memory>
-#include <sys/eventfd.h>
 #include <sys/ioctl.h>
 
 namespace ktstr {
 
-IrqFd::IrqFd(const Vm& vm, std::uint32_t gsi) : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
-    if (!fd_)
-        throw_errno("eventfd");
+IrqFd::IrqFd(const Vm& vm, std::uint32_t gsi) : fd_(make_eventfd()) {
     kvm_irqfd irqfd{};
     irqfd.fd = std::uint32_t(fd_.get());
     irqfd.gsi = gsi;

@@ -28,6 +28,9 @@ class UniqueFd {
     int fd_ = -1;
 };
 
+// A new non-blocking, close-on-exec eventfd with a zero counter; throws Error on failure.
+UniqueFd make_eventfd();
+
 // Adds one to an eventfd's counter, from any thread. A full counter (EAGAIN) already means
 // "signalled", so the write cannot usefully fail.
 void signal_eventfd(int fd);

@@ -12,6 +12,8 @@ namespace ktstr {
 class EventFd {
   public:
     explicit EventFd(asio::io_context& context);
+    // Waits on an eventfd made elsewhere, through a duplicate of `fd`.
+    EventFd(asio::io_context& context, int fd);
     int fd() const;
     // Adds one to the counter (from any thread).
     void signal() const;

@@ -7,6 +7,7 @@
 #include "ktstr/devices/ioapic.hpp"
 #include "ktstr/devices/serial.hpp"
 #include "ktstr/devices/virtio/console.hpp"
+#include "ktstr/io/event_fd.hpp"
 #include "ktstr/vmm/kvm.hpp"
 #include "ktstr/vmm/vm_runner.hpp"
 #include "ktstr/vmm/x86_64/acpi.hpp"
@@ -20,7 +21,6 @@
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/posix/stream_descriptor.hpp>
-#include <asio/read.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/use_awaitable.hpp>
@@ -121,9 +121,8 @@ asio::awaitable<void> forward_input(asio::io_context& executor, int fd, int gate
                                     std::vector<std::uint8_t> at_end, Serial16550& uart,
                                     VmStop& stop) {
     if (gate_fd >= 0) {
-        asio::posix::stream_descriptor gate(executor, ::dup(gate_fd));
-        std::uint64_t count;
-        co_await asio::async_read(gate, asio::buffer(&count, sizeof count), asio::use_awaitable);
+        EventFd gate(executor, gate_fd);
+        co_await gate.wait();
     }
     asio::posix::stream_descriptor input(executor, ::dup(fd));
     std::array<std::uint8_t, 256> buffer;
