@@ -172,7 +172,7 @@ StageTimes time_qemu_boot(const RunOptions& options, unsigned cpus) {
 
     StageTimes times;
     std::string console;
-    GuestChannelDecoder channel({nullptr, nullptr});
+    GuestChannel channel(images.channel_key, {}); // output dropped; only the status counts
     pollfd fds[2] = {{console_read.get(), POLLIN, 0}, {channel_read.get(), POLLIN, 0}};
     char buffer[65536];
     auto deadline = start + std::chrono::seconds(300);
@@ -193,7 +193,7 @@ StageTimes time_qemu_boot(const RunOptions& options, unsigned cpus) {
                     console.find(guest_protocol::kInitStartedMarker) != std::string::npos)
                     times.init_started = ms_between(start, Clock::now());
             } else {
-                channel.feed(
+                channel.source(0).offer(
                     std::span(reinterpret_cast<const std::uint8_t*>(buffer), std::size_t(n)));
                 if (!times.command_exited && channel.exit_status())
                     times.command_exited = ms_between(start, Clock::now());

@@ -13,9 +13,7 @@ using namespace ktstr;
 
 namespace {
 
-test::CommandResult ktstr_run(const std::string& args) {
-    return test::run_shell(std::string(KTSTR_BINARY) + " run " + args);
-}
+test::CommandResult ktstr_run(const std::string& args) { return test::run_ktstr("run " + args); }
 
 // The kernel's cpu list format: "0-3,8,10-11".
 std::string cpu_list(const std::vector<std::uint32_t>& cpus) {
@@ -143,18 +141,24 @@ TEST_CASE("the command's exit status and output come back", "[e2e][exit-status]"
     CHECK((guest.out == "disabled\n1\n" || guest.out == "enabled\n1\n"));
 }
 
-TEST_CASE("a hung guest is stopped at the timeout", "[e2e][timeout]") {
+TEST_CASE("a hung guest is stopped at the timeout, with a report of where it hung",
+          "[e2e][timeout]") {
     auto start = std::chrono::steady_clock::now();
-    auto result = ktstr_run("--timeout 10s -- sleep 1000");
+    auto result = ktstr_run("--timeout 40s -- sleep 1000");
     auto seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     CHECK(result.exit_code == 124);
-    CHECK(result.err.find("did not finish within 10s") != std::string::npos);
-    CHECK(seconds < 150); // boot plus 10 s, with room for slow emulation; never 1000 s
+    CHECK(result.err.find("did not finish within 40s") != std::string::npos);
+    // The init's hang report, 20 s before the timeout, names the sleeping command.
+    CHECK(result.err.find("ktstr-init: hang report at ") != std::string::npos);
+    CHECK(result.err.find("(sleep) S in hrtimer_nanosleep") != std::string::npos);
+    CHECK(result.err.find("(ktstr-hangrep)") == std::string::npos); // not itself
+    CHECK(result.err.find("stopped running") == std::string::npos);
+    CHECK(seconds < 180); // boot plus 40 s, with room for slow emulation; never 1000 s
 }
 
 TEST_CASE("a guest kernel panic is reported with its text", "[e2e][panic]") {
     auto result = ktstr_run("-- sh -c 'echo c > /proc/sysrq-trigger'");
-    CHECK(result.exit_code == 1);
+    CHECK(result.exit_code == 85); // the kernel_panic verdict
     CHECK(result.err.find("the guest kernel panicked") != std::string::npos);
     CHECK(result.err.find("sysrq triggered crash") != std::string::npos);
 }

@@ -3,9 +3,11 @@
 #include "ktstr/base/error.hpp"
 #include "ktstr/base/fd.hpp"
 
+#include <csignal>
 #include <cstdlib>
 #include <fcntl.h>
 #include <fstream>
+#include <optional>
 #include <sstream>
 #include <unistd.h>
 
@@ -27,9 +29,45 @@ std::vector<std::uint8_t> read_binary_file(const fs::path& path) {
     return {text.begin(), text.end()};
 }
 
+namespace {
+
+// Who made a temporary file or directory: this kernel boot and this process.
+std::string owner_tag() {
+    static const std::string tag = [] {
+        std::string boot;
+        try {
+            boot = read_file("/proc/sys/kernel/random/boot_id").substr(0, 8);
+        } catch (const Error&) {
+            boot = "noboot00";
+        }
+        return boot + "-" + std::to_string(::getpid());
+    }();
+    return tag;
+}
+
+// "<boot>-<pid>" out of a name "<anything>.<boot>-<pid>.<suffix>", if it has that shape.
+std::optional<std::pair<std::string, pid_t>> parse_owner(const std::string& name) {
+    auto last = name.rfind('.');
+    if (last == std::string::npos || last == 0)
+        return std::nullopt;
+    auto first = name.rfind('.', last - 1);
+    if (first == std::string::npos)
+        return std::nullopt;
+    std::string owner = name.substr(first + 1, last - first - 1);
+    auto dash = owner.find('-');
+    if (dash != 8 || owner.size() < 10)
+        return std::nullopt;
+    std::string pid_text = owner.substr(dash + 1);
+    if (pid_text.find_first_not_of("0123456789") != std::string::npos)
+        return std::nullopt;
+    return std::pair{owner.substr(0, dash), pid_t(std::stol(pid_text))};
+}
+
+} // namespace
+
 void write_file_atomic(const fs::path& path, std::span<const std::uint8_t> data) {
     fs::path tmp = path;
-    tmp += ".tmp." + std::to_string(::getpid());
+    tmp += ".tmp." + owner_tag() + ".part";
     UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
     if (!fd)
         throw_errno("cannot create " + tmp.string());
@@ -75,6 +113,29 @@ void prune_stale_files(const fs::path& dir, const std::string& prefix, std::chro
     }
 }
 
+void prune_orphaned_temp_dirs(const fs::path& dir) {
+    std::string my_boot = owner_tag().substr(0, 8);
+    auto day_ago = fs::file_time_type::clock::now() - std::chrono::hours(24);
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+        std::string name = it->path().filename().string();
+        auto owner = parse_owner(name);
+        if (!owner)
+            continue;
+        auto [boot, pid] = *owner;
+        std::error_code entry_ec;
+        bool orphaned = boot == my_boot ? ::kill(pid, 0) != 0 && errno == ESRCH
+                                        : it->last_write_time(entry_ec) < day_ago && !entry_ec;
+        if (orphaned)
+            fs::remove_all(it->path(), entry_ec);
+    }
+}
+
+fs::path temp_dir() {
+    const char* tmpdir = std::getenv("TMPDIR");
+    return tmpdir && *tmpdir ? tmpdir : "/tmp";
+}
+
 fs::path ktstr_cache_dir() {
     if (const char* xdg = std::getenv("XDG_CACHE_HOME"); xdg && *xdg)
         return fs::path(xdg) / "ktstr";
@@ -85,13 +146,9 @@ fs::path ktstr_cache_dir() {
 }
 
 TempDir::TempDir(const std::string& prefix, const fs::path& parent) {
-    fs::path base = parent;
-    if (base.empty()) {
-        const char* tmpdir = std::getenv("TMPDIR");
-        base = tmpdir && *tmpdir ? tmpdir : "/tmp";
-    }
+    fs::path base = parent.empty() ? temp_dir() : parent;
     fs::create_directories(base);
-    std::string pattern = (base / (prefix + ".XXXXXX")).string();
+    std::string pattern = (base / (prefix + "." + owner_tag() + ".XXXXXX")).string();
     if (!::mkdtemp(pattern.data()))
         throw_errno("cannot create a temporary directory in " + base.string());
     path_ = pattern;

@@ -52,13 +52,19 @@ void Serial16550::read(std::uint64_t offset, std::span<std::uint8_t> data) {
 
 void Serial16550::write(std::uint64_t offset, std::span<const std::uint8_t> data) {
     bool raise;
+    std::optional<std::uint8_t> transmitted;
     {
         std::lock_guard lock(mutex_);
         for (std::size_t i = 0; i < data.size(); ++i)
             if (offset + i < kRegisterCount)
-                write_register(std::uint8_t(offset + i), data[i]);
+                if (auto byte = write_register(std::uint8_t(offset + i), data[i]))
+                    transmitted = byte;
         raise = update_interrupt();
     }
+    // Outside the lock: the output may wait for a slow reader, and host input must still
+    // reach the receiver meanwhile.
+    if (transmitted && output_)
+        output_(std::span(&*transmitted, 1));
     if (raise && irq_)
         irq_->trigger();
 }
@@ -125,7 +131,7 @@ std::uint8_t Serial16550::read_register(std::uint8_t index) {
     }
 }
 
-void Serial16550::write_register(std::uint8_t index, std::uint8_t value) {
+std::optional<std::uint8_t> Serial16550::write_register(std::uint8_t index, std::uint8_t value) {
     bool dlab = lcr_ & kLcrDlab;
     switch (index) {
     case kData:
@@ -135,9 +141,8 @@ void Serial16550::write_register(std::uint8_t index, std::uint8_t value) {
             if (rx_.size() < kRxLimit)
                 rx_.push_back(value);
         } else {
-            if (output_)
-                output_(std::span(&value, 1));
             thr_interrupt_pending_ = true;
+            return value;
         }
         break;
     case kIer:
@@ -166,6 +171,7 @@ void Serial16550::write_register(std::uint8_t index, std::uint8_t value) {
     default: // LSR and MSR are read-only
         break;
     }
+    return std::nullopt;
 }
 
 } // namespace ktstr

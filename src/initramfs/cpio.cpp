@@ -16,6 +16,12 @@ std::string normalise(std::string_view path) {
         path.remove_suffix(1);
     if (path.empty())
         throw Error("cpio: empty path");
+    // The kernel reads names as C strings: it would unpack the entry under a shorter name.
+    if (path.find('\0') != std::string_view::npos)
+        throw Error("cpio: a path with a NUL byte");
+    // The end marker: cpio readers stop at the first entry of that name, the kernel skips it.
+    if (path == "TRAILER!!!" || path.starts_with("TRAILER!!!/"))
+        throw Error("cpio: TRAILER!!! is the archive's end marker, not a path");
     return std::string(path);
 }
 
@@ -61,6 +67,8 @@ void CpioArchive::add_file(std::string_view path, std::string_view text,
 
 void CpioArchive::add_symlink(std::string_view path, std::string_view target) {
     std::string name = normalise(path);
+    if (target.find('\0') != std::string_view::npos) // read as a C string, like names
+        throw Error("cpio: a symlink target with a NUL byte");
     add_parents(name);
     append(name, {S_IFLNK | 0777},
            std::span(reinterpret_cast<const std::uint8_t*>(target.data()), target.size()));

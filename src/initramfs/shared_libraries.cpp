@@ -73,7 +73,11 @@ ElfDependencies read_elf_dependencies(const fs::path& file) {
     elf_getphdrnum(elf, &headers);
     for (std::size_t i = 0; i < headers; ++i) {
         GElf_Phdr phdr;
-        if (!gelf_getphdr(elf, int(i), &phdr) || phdr.p_type != PT_INTERP)
+        // A table that does not load fails for every index: stop, rather than try each of
+        // the up to 2^32 a hostile header can claim (PN_XNUM takes the count from section 0).
+        if (!gelf_getphdr(elf, int(i), &phdr))
+            break;
+        if (phdr.p_type != PT_INTERP)
             continue;
         std::size_t size = 0;
         const char* image = elf_rawfile(elf, &size);

@@ -125,6 +125,32 @@ std::string debian_mirror() {
     return fallback;
 }
 
+std::filesystem::path download_kernel_source(const CachedKernel& kernel, const fs::path& dir,
+                                             std::ostream& log) {
+    // Debian names the source package by major.minor and builds it from the same upload
+    // as the kernel: the same package version is exactly this kernel's source.
+    std::string upstream = kernel.package_version.substr(0, kernel.package_version.find('-'));
+    auto second_dot = upstream.find('.', upstream.find('.') + 1);
+    std::string package = "linux-source-" + upstream.substr(0, second_dot);
+    PrivateApt apt(KernelCache().root().parent_path() / "apt" / std::string(arch_name(kernel.arch)),
+                   kernel.arch);
+    log << fmt::format("updating the package list of {} for {}\n", kSuite, package);
+    check_run(apt.command({"apt-get"}, {"update"}), quiet_in({}));
+    std::string wanted = package + "=" + kernel.package_version;
+    log << fmt::format("downloading {} (the source of {})\n", wanted, kernel.release);
+    fs::create_directories(dir);
+    try {
+        check_run(apt.command({"apt-get"}, {"download", wanted}), quiet_in(dir));
+    } catch (const Error&) {
+        throw Error(fmt::format("{} does not offer {}, the source of kernel {}", kSuite, wanted,
+                                kernel.release));
+    }
+    for (const auto& entry : fs::directory_iterator(dir))
+        if (entry.path().filename().string().starts_with(package + "_"))
+            return entry.path();
+    throw Error("apt-get download of " + wanted + " left no package in " + dir.string());
+}
+
 CachedKernel fetch_debian_kernel(const KernelCache& cache, Arch arch, bool if_missing,
                                  std::ostream& log) {
     if (if_missing) {

@@ -14,10 +14,16 @@
 #include "ktstr/vmm/self_check.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <condition_variable>
 #include <csignal>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <iostream>
+#include <mutex>
+#include <optional>
+#include <termios.h>
+#include <thread>
 #include <unistd.h>
 
 extern char** environ;
@@ -31,6 +37,8 @@ namespace {
 // to see the host's files.
 const std::vector<std::string> kL1Modules = {"kvm_amd", "9p", "9pnet_virtio"};
 constexpr const char* kMountOptions = "trans=virtio,version=9p2000.L,msize=512000";
+// The L1 writes its heartbeat every 5 s at nice -20; this long without one is a hang.
+constexpr std::chrono::seconds kL1HeartbeatLimit{120};
 
 // PID 1 of the L1 guest (busybox sh). The run directory, shared read-write, carries the
 // command in and its exit status out; the host's root is shared read-only.
@@ -56,7 +64,10 @@ while read -r tag path; do
 done < /run/ktstr/shares
 stty -F /dev/ttyS1 raw -echo
 stty -F /dev/ttyS2 raw -echo
-cp /run/ktstr/command.sh /host/run/ktstr-command.sh
+# A heartbeat the host watches: an L1 that hangs without ending is seen, and ended.
+sh -c 'renice -n -20 -p $$ > /dev/null; while :; do date +%s > /run/ktstr/heartbeat; sleep 5; done' &
+# The script holds the host's environment: it leaves the host's disk as soon as it is read.
+cp /run/ktstr/command.sh /host/run/ktstr-command.sh && rm -f /run/ktstr/command.sh
 run() { chroot /host /bin/sh /run/ktstr-command.sh; echo $? > /run/ktstr/status; }
 if [ -e /run/ktstr/interactive ]; then
   run < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS2
@@ -64,13 +75,60 @@ else
   # Pipes, not terminals, as the command would see under a test runner on the host.
   mkfifo /stdout /stderr
   cat /stdout > /dev/ttyS1 &
+  relay_out=$!
   cat /stderr > /dev/ttyS2 &
+  relay_err=$!
   run < /dev/null > /stdout 2> /stderr
-  wait
+  wait $relay_out $relay_err
 fi
 sync
 poweroff -f
 )";
+
+// Watches the L1 guest's heartbeat (see kL1Init) from a thread of its own; an L1 that has
+// not beaten for `limit` has hung (seen in the sandbox: under load it sometimes stops
+// without ending), and QEMU is killed so that the run ends as the sandbox's failure.
+class L1HeartbeatWatch {
+  public:
+    L1HeartbeatWatch(fs::path heartbeat, const ChildProcess& qemu, std::chrono::seconds limit)
+        : thread_([this, heartbeat = std::move(heartbeat), &qemu, limit] {
+              auto last = fs::file_time_type::clock::now(); // the boot counts as a beat
+              std::unique_lock lock(mutex_);
+              while (!done_) {
+                  done_changed_.wait_for(lock, std::chrono::seconds(2));
+                  std::error_code ec;
+                  if (auto beat = fs::last_write_time(heartbeat, ec); !ec && beat > last)
+                      last = beat;
+                  if (!done_ && fs::file_time_type::clock::now() - last > limit) {
+                      hung_ = true;
+                      qemu.kill(SIGKILL);
+                      return;
+                  }
+              }
+          }) {}
+    L1HeartbeatWatch(const L1HeartbeatWatch&) = delete;
+    L1HeartbeatWatch& operator=(const L1HeartbeatWatch&) = delete;
+    ~L1HeartbeatWatch() { stop(); }
+
+    // Ends the watch; then says whether it found the L1 hung.
+    bool stop() {
+        {
+            std::lock_guard lock(mutex_);
+            done_ = true;
+        }
+        done_changed_.notify_one();
+        if (thread_.joinable())
+            thread_.join();
+        return hung_;
+    }
+
+  private:
+    std::mutex mutex_;
+    std::condition_variable done_changed_;
+    bool done_ = false;
+    bool hung_ = false;
+    std::thread thread_;
+};
 
 struct Pipe {
     UniqueFd read, write;
@@ -143,6 +201,22 @@ fs::path l1_initramfs(const KernelChoice& kernel) {
     return cached;
 }
 
+// The first line of the L1 kernel's console that says the L1 itself is unwell: a lockup,
+// a stall, an oops or a panic (they print even with `quiet`); empty if there is none.
+std::string l1_kernel_trouble(const std::string& console) {
+    for (const char* marker :
+         {"soft lockup", "hard LOCKUP", "self-detected stall", "rcu_preempt detected stall",
+          "rcu_sched detected stall", "blocked for more than", "BUG:", "Oops:", "Kernel panic"}) {
+        auto at = console.find(marker);
+        if (at == std::string::npos)
+            continue;
+        auto begin = console.rfind('\n', at);
+        begin = begin == std::string::npos ? 0 : begin + 1;
+        return console.substr(begin, console.find('\n', at) - begin);
+    }
+    return {};
+}
+
 std::string command_script(const std::vector<std::string>& command) {
     std::string script = "cd " + shell_quote(fs::current_path().string()) + " || exit 127\n";
     for (char** env = environ; *env; ++env) {
@@ -153,9 +227,15 @@ std::string command_script(const std::vector<std::string>& command) {
                      name.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
                                             "0123456789_") == std::string::npos;
         if (valid && name != "PWD" && name != "OLDPWD" && name != "SHLVL" && name != "_")
-            script += "export " + name + "=" + shell_quote(entry.substr(eq + 1)) + "\n";
+            script += fmt::format("export {}={}\n", name, shell_quote(entry.substr(eq + 1)));
     }
-    script += "export KTSTR_IN_SANDBOX=1\n";
+    script += fmt::format("export {}=emulated\n", kInSandboxVariable);
+    // Results name the machine the run was for, not the emulated guest it ran in.
+    if (!std::getenv(kHostNameVariable)) {
+        char host[256] = {};
+        ::gethostname(host, sizeof host - 1);
+        script += fmt::format("export {}={}\n", kHostNameVariable, shell_quote(host));
+    }
     script += "exec";
     for (const auto& arg : command)
         script += " " + shell_quote(arg);
@@ -165,10 +245,8 @@ std::string command_script(const std::vector<std::string>& command) {
 // Writable shares: the temporary directory, the working directory and the ktstr cache,
 // outermost first; one inside another is covered by it.
 std::vector<fs::path> writable_paths() {
-    const char* tmpdir = std::getenv("TMPDIR");
     std::vector<fs::path> wanted;
-    for (fs::path path :
-         {fs::path(tmpdir && *tmpdir ? tmpdir : "/tmp"), fs::current_path(), ktstr_cache_dir()}) {
+    for (fs::path path : {temp_dir(), fs::current_path(), ktstr_cache_dir()}) {
         fs::create_directories(path);
         wanted.push_back(fs::canonical(path));
     }
@@ -199,6 +277,7 @@ int run_emulated(const SandboxOptions& options) {
 
     TempDir run_dir("ktstr-sandbox");
     write_file_atomic(run_dir.path() / "command.sh", command_script(options.command));
+    fs::permissions(run_dir.path() / "command.sh", fs::perms::owner_read | fs::perms::owner_write);
     std::string shares;
     std::vector<std::string> argv = {
         qemu->string(),
@@ -268,32 +347,50 @@ int run_emulated(const SandboxOptions& options) {
     if (!interactive)
         spawn.redirects.emplace_back(devnull.get(), STDIN_FILENO);
 
-    // Ctrl-C reaches QEMU through the terminal; stay alive to clean up after it.
-    struct sigaction ignore {
-    }, old_int{};
-    ignore.sa_handler = SIG_IGN;
-    ::sigaction(SIGINT, &ignore, &old_int);
+    // QEMU's stdio makes the terminal raw; whatever ends QEMU, the terminal comes back.
+    std::optional<termios> saved_terminal;
+    if (termios mode{}; interactive && ::tcgetattr(STDIN_FILENO, &mode) == 0)
+        saved_terminal = mode;
     ChildProcess child = start_process(argv, spawn);
     out.write.reset();
     err.write.reset();
-    relay_until_eof({{out.read.get(), STDOUT_FILENO}, {err.read.get(), STDERR_FILENO}});
+    L1HeartbeatWatch heartbeat(run_dir.path() / "heartbeat", child, kL1HeartbeatLimit);
+    // SIGINT and SIGTERM end QEMU, and with it the L1 guest and everything in it.
+    int signal = relay_until_eof({{out.read.get(), STDOUT_FILENO}, {err.read.get(), STDERR_FILENO}},
+                                 [&](int) { child.kill(SIGKILL); });
     ExitStatus qemu_status = child.wait();
-    ::sigaction(SIGINT, &old_int, nullptr);
+    bool l1_hung = heartbeat.stop();
+    if (saved_terminal)
+        ::tcsetattr(STDIN_FILENO, TCSANOW, &*saved_terminal);
+    if (signal != 0) {
+        std::cerr << "ktstr sandbox: stopped by " << (signal == SIGINT ? "SIGINT" : "SIGTERM")
+                  << std::endl;
+        return 128 + signal;
+    }
 
+    std::string console =
+        fs::exists(run_dir.path() / "console.log") ? read_file(run_dir.path() / "console.log") : "";
+    if (l1_hung)
+        throw SandboxFailure(fmt::format("the emulated L1 guest stopped responding (no heartbeat "
+                                         "for {} s); killed it",
+                                         kL1HeartbeatLimit.count()));
     fs::path status_file = run_dir.path() / "status";
     if (!fs::exists(status_file)) {
-        std::string console = fs::exists(run_dir.path() / "console.log")
-                                  ? read_file(run_dir.path() / "console.log")
-                                  : "";
         std::string log = read_file(run_dir.path() / "qemu.log");
         if (console.size() > 4000)
             console = "...\n" + console.substr(console.size() - 4000);
         std::cerr << console << log;
-        throw Error(fmt::format("sandbox: the L1 guest ended (QEMU status {}) without running "
-                                "the command to completion",
-                                qemu_status.code));
+        throw SandboxFailure(fmt::format("the emulated L1 guest ended (QEMU status {}) before the "
+                                         "command did",
+                                         qemu_status.code));
     }
-    return std::stoi(read_file(status_file));
+    int status = std::stoi(read_file(status_file));
+    // A command that failed while the L1 kernel itself was in trouble failed for the
+    // sandbox's reasons; its verdict cannot be trusted either way.
+    if (std::string trouble = l1_kernel_trouble(console); status != 0 && !trouble.empty())
+        throw SandboxFailure("the command failed (status " + std::to_string(status) +
+                             ") while the emulated L1 kernel reported: " + trouble);
+    return status;
 }
 
 } // namespace

@@ -135,6 +135,18 @@ std::uint32_t Vcpu::run() {
 }
 
 #if defined(__x86_64__)
+std::string Vcpu::crash_state() const {
+    kvm_regs r = regs();
+    kvm_sregs sr = sregs();
+    return fmt::format("rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x}", r.rip, r.rsp, sr.cr0,
+                       sr.cr3, sr.cr4);
+}
+
+bool Vcpu::in_reset_state() const {
+    kvm_sregs sr = sregs();
+    return regs().rip == 0xfff0 && sr.cs.base == 0xffff0000 && !(sr.cr0 & 1);
+}
+
 kvm_regs Vcpu::regs() const {
     kvm_regs regs{};
     if (::ioctl(fd_.get(), KVM_GET_REGS, &regs) != 0)
@@ -158,6 +170,9 @@ void Vcpu::set_sregs(const kvm_sregs& sregs) const {
     if (::ioctl(fd_.get(), KVM_SET_SREGS, &sregs) != 0)
         throw_errno("KVM_SET_SREGS");
 }
+#else
+std::string Vcpu::crash_state() const { return {}; }
+bool Vcpu::in_reset_state() const { return false; }
 #endif
 
 } // namespace ktstr

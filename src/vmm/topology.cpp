@@ -39,6 +39,9 @@ Topology Topology::parse(std::string_view text, std::uint32_t max_cpus) {
     const char* end = text.data() + text.size();
     for (int i = 0; i < 4; ++i) {
         auto [next, ec] = std::from_chars(p, end, values[i]);
+        if (ec == std::errc::result_out_of_range)
+            throw UsageError("topology '" + std::string(text) + "': the count " +
+                             std::string(p, next) + " is too large");
         if (ec != std::errc() || next == end || *next != letters[i])
             throw UsageError("topology '" + std::string(text) +
                              "' is not of the form NnNlNcNt (e.g. 1n2l4c2t: NUMA nodes, LLCs, "

@@ -5,10 +5,10 @@
 
 namespace ktstr {
 
-VcpuThread::VcpuThread(Vcpu& vcpu, const Bus& io, const Bus& mmio, VmStop& stop)
-    : vcpu_(vcpu), io_(io), mmio_(mmio), stop_(stop) {
+VcpuThread::VcpuThread(VcpuRunner& vcpu, const Bus& io, const Bus& mmio, VmStop& stop,
+                       bool count_exits)
+    : vcpu_(vcpu), io_(io), mmio_(mmio), stop_(stop), count_exits_(count_exits) {
     thread_ = std::thread([this] { run_loop(); });
-    stop_.add_vcpu(&vcpu_.state(), thread_.native_handle());
 }
 
 VcpuThread::~VcpuThread() { join(); }
@@ -20,6 +20,13 @@ void VcpuThread::join() {
 
 void VcpuThread::run_loop() {
     ::pthread_setname_np(::pthread_self(), fmt::format("vcpu{}", vcpu_.id()).c_str());
+    // Registered before the first check: a stop requested at any moment reaches this loop.
+    stop_.add_vcpu(&vcpu_.state(), ::pthread_self());
+    struct Unregister {
+        VmStop& stop;
+        kvm_run* run;
+        ~Unregister() { stop.remove_vcpu(run); }
+    } unregister{stop_, &vcpu_.state()};
     try {
         while (!stop_.requested()) {
             std::uint32_t reason = vcpu_.run();
@@ -35,11 +42,13 @@ void VcpuThread::run_loop() {
 
 bool VcpuThread::handle_exit(std::uint32_t reason) {
     kvm_run& run = vcpu_.state();
-    ++counts_.by_reason[reason];
-    if (reason == KVM_EXIT_IO)
-        ++counts_.io_ports[run.io.port];
-    else if (reason == KVM_EXIT_MMIO)
-        ++counts_.mmio_addresses[run.mmio.phys_addr];
+    if (count_exits_) {
+        counts_.add_exit(reason);
+        if (reason == KVM_EXIT_IO)
+            counts_.add_io(run.io.port);
+        else if (reason == KVM_EXIT_MMIO)
+            counts_.add_mmio(run.mmio.phys_addr);
+    }
     auto stop = [&](StopReason::Kind kind, std::string message) {
         stop_.request({kind, fmt::format("vCPU {}: {}", vcpu_.id(), message)});
         return false;
@@ -66,15 +75,14 @@ bool VcpuThread::handle_exit(std::uint32_t reason) {
     }
     case KVM_EXIT_HLT: return stop(StopReason::Kind::poweroff, "halted");
     case KVM_EXIT_SHUTDOWN: {
-        std::string where;
-#if defined(__x86_64__)
         // Where it died, for the report: a triple fault leaves no other trace.
-        kvm_regs regs = vcpu_.regs();
-        kvm_sregs sregs = vcpu_.sregs();
-        where = fmt::format(" at rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x}", regs.rip,
-                            regs.rsp, sregs.cr0, sregs.cr3, sregs.cr4);
-#endif
-        return stop(StopReason::Kind::triple_fault, "shutdown (triple fault)" + where);
+        std::string where = vcpu_.crash_state();
+        StopReason reason{StopReason::Kind::triple_fault,
+                          fmt::format("vCPU {}: shutdown (triple fault){}", vcpu_.id(),
+                                      where.empty() ? "" : " at " + where)};
+        reason.in_reset_state = vcpu_.in_reset_state();
+        stop_.request(std::move(reason));
+        return false;
     }
     case KVM_EXIT_SYSTEM_EVENT:
         switch (run.system_event.type) {
@@ -92,7 +100,7 @@ bool VcpuThread::handle_exit(std::uint32_t reason) {
                     fmt::format("VM entry failed (hardware reason {:#x})",
                                 run.fail_entry.hardware_entry_failure_reason));
     case KVM_EXIT_INTERNAL_ERROR:
-        return stop(StopReason::Kind::error,
+        return stop(StopReason::Kind::kvm_internal_error,
                     fmt::format("KVM internal error (suberror {})", run.internal.suberror));
     default: return stop(StopReason::Kind::error, fmt::format("unhandled KVM exit {}", reason));
     }

@@ -2,10 +2,10 @@
 
 #include "ktstr/base/fd.hpp"
 
+#include <algorithm>
 #include <csignal>
 #include <cstdint>
 #include <linux/kvm.h>
-#include <pthread.h>
 
 namespace ktstr {
 
@@ -23,25 +23,51 @@ VmStop::VmStop() {
     ::sigaction(kick_signal(), &action, nullptr);
 }
 
-void VmStop::add_vcpu(kvm_run* run, unsigned long thread) {
+void VmStop::set_notify_fd(int notify_fd) {
+    std::lock_guard lock(mutex_);
+    notify_fd_ = notify_fd;
+}
+
+void VmStop::on_request(std::function<void()> hook) {
+    std::unique_lock lock(mutex_);
+    if (!reason_) {
+        hooks_.push_back(std::move(hook));
+        return;
+    }
+    lock.unlock();
+    hook(); // already stopping
+}
+
+void VmStop::add_vcpu(kvm_run* run, pthread_t thread) {
     std::lock_guard lock(mutex_);
     vcpus_.push_back({run, thread});
-    if (requested_.load())
-        run->immediate_exit = 1;
+    if (reason_)
+        __atomic_store_n(&run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+}
+
+void VmStop::remove_vcpu(kvm_run* run) {
+    std::lock_guard lock(mutex_);
+    std::erase_if(vcpus_, [run](const VcpuEntry& entry) { return entry.run == run; });
 }
 
 void VmStop::request(StopReason reason) {
-    std::lock_guard lock(mutex_);
-    if (reason_)
-        return;
-    reason_ = std::move(reason);
-    requested_.store(true, std::memory_order_release);
-    for (const auto& vcpu : vcpus_) {
-        __atomic_store_n(&vcpu.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
-        ::pthread_kill(vcpu.thread, kick_signal());
+    std::vector<std::function<void()>> hooks;
+    {
+        std::lock_guard lock(mutex_);
+        if (reason_)
+            return;
+        reason_ = std::move(reason);
+        requested_.store(true, std::memory_order_release);
+        for (const auto& vcpu : vcpus_) {
+            __atomic_store_n(&vcpu.run->immediate_exit, 1, __ATOMIC_SEQ_CST);
+            ::pthread_kill(vcpu.thread, kick_signal());
+        }
+        if (notify_fd_ >= 0)
+            signal_eventfd(notify_fd_);
+        hooks.swap(hooks_);
     }
-    if (notify_fd_ >= 0)
-        signal_eventfd(notify_fd_);
+    for (auto& hook : hooks)
+        hook();
 }
 
 std::optional<StopReason> VmStop::reason() const {

@@ -24,10 +24,21 @@ std::string file_stamp(const std::filesystem::path& path);
 void prune_stale_files(const std::filesystem::path& dir, const std::string& prefix,
                        std::chrono::hours max_age, const std::filesystem::path& keep = {});
 
+// Removes what ktstr processes that no longer run left in `dir`: temporary directories
+// (TempDir) whose process of this boot has ended, or that another kernel's process left
+// more than a day ago (the sandbox's guest shares the host's /tmp), and files that
+// write_file_atomic did not finish. Best effort, like prune_stale_files.
+void prune_orphaned_temp_dirs(const std::filesystem::path& dir);
+
 // $XDG_CACHE_HOME/ktstr, or ~/.cache/ktstr.
 std::filesystem::path ktstr_cache_dir();
 
-// A fresh directory under `parent` (default: $TMPDIR or /tmp), removed with its contents.
+// $TMPDIR, or /tmp.
+std::filesystem::path temp_dir();
+
+// A fresh directory under `parent` (default: temp_dir()), removed with its contents. Its
+// name carries this process's boot and PID ("<prefix>.<boot>-<pid>.XXXXXX"), so that one
+// left by a killed ktstr is recognised and pruned by the next (prune_orphaned_temp_dirs).
 class TempDir {
   public:
     explicit TempDir(const std::string& prefix, const std::filesystem::path& parent = {});

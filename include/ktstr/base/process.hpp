@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace ktstr {
@@ -20,17 +21,27 @@ struct SpawnOptions {
     bool quiet = false;
     // dup2(from, to) in the child, in order, after `quiet`.
     std::vector<std::pair<int, int>> redirects;
+    // Set in the child's environment, over this process's.
+    std::vector<std::pair<std::string, std::string>> environment;
 };
 
 // The absolute path of `name` found on $PATH (plus the sbin directories), if any.
 std::optional<std::filesystem::path> find_program(const std::string& name);
 
-// A started child process; wait() reaps it.
+// A started child process; wait() reaps it. One that is dropped unwaited (an exception
+// between start and wait) is killed and reaped, so no child outlives the code that
+// started it. Children also get SIGKILL when ktstr dies, however it dies (the kernel's
+// parent-death signal), so none outlives ktstr either.
 class ChildProcess {
   public:
     explicit ChildProcess(int pid) : pid_(pid) {}
+    ChildProcess(ChildProcess&& other) noexcept : pid_(std::exchange(other.pid_, -1)) {}
+    ChildProcess& operator=(ChildProcess&&) = delete;
+    ChildProcess(const ChildProcess&) = delete;
+    ~ChildProcess();
     int pid() const { return pid_; }
     ExitStatus wait();
+    void kill(int signal) const;
 
   private:
     int pid_;

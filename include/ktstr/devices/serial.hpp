@@ -7,12 +7,14 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 
 namespace ktstr {
 
 // A 16550A UART on eight registers: enough for Linux's 8250 driver (console and tty),
-// transmitting instantly and receiving from the host through receive().
+// transmitting instantly and receiving from the host through receive(). `output` is called
+// on the vCPU thread without the device's lock held and may wait (backpressure).
 class Serial16550 : public BusDevice {
   public:
     using Output = std::function<void(std::span<const std::uint8_t>)>;
@@ -30,7 +32,8 @@ class Serial16550 : public BusDevice {
 
   private:
     std::uint8_t read_register(std::uint8_t index);
-    void write_register(std::uint8_t index, std::uint8_t value);
+    // Returns the byte transmitted, if the write was one.
+    std::optional<std::uint8_t> write_register(std::uint8_t index, std::uint8_t value);
     std::uint8_t interrupt_identification() const;
     // Raises the line on a new pending interrupt (the irqfd is edge-triggered). Called
     // with the lock held; returns whether to trigger once the lock is dropped.

@@ -1,5 +1,6 @@
 #pragma once
 
+#include "ktstr/harness/guest_protocol.hpp"
 #include "ktstr/vmm/exit_counts.hpp"
 
 #include <chrono>
@@ -8,6 +9,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace ktstr {
@@ -23,7 +25,17 @@ struct RunOptions {
     std::string extra_cmdline;
     bool verbose = false;     // echo the guest kernel's console
     bool interactive = false; // the command gets the console and this terminal (ktstr shell)
+    // The sched_ext scheduler to run the command under (a built name or a path), with its
+    // arguments; none: the kernel's own scheduler (EEVDF).
+    std::optional<std::string> scheduler;
+    std::vector<std::string> scheduler_args;
+    std::string attach_timeout = "30s";
+    std::optional<std::string> json_path; // where the run's result goes as JSON
     std::vector<std::string> command;
+    // The command is already in the guest (the scenario agent), not a host program to pack.
+    bool command_in_guest = false;
+    // Files the guest gets besides the command's: path there, contents.
+    std::vector<std::pair<std::string, std::string>> guest_files;
 };
 
 // "512M", "2G", "1536K" (binary units) -> bytes; throws UsageError.
@@ -38,10 +50,14 @@ void validate_run_options(const RunOptions& options);
 // When a run reached each stage, as the host saw it, and the VM exits it took.
 struct BootTimeline {
     using Clock = std::chrono::steady_clock;
-    Clock::time_point vmm_ready;                     // the VM is built; vCPUs start
-    std::optional<Clock::time_point> init_started;   // the guest init's first console line
-    std::optional<Clock::time_point> command_exited; // its exit status arrived
-    Clock::time_point torn_down;                     // the VM and its threads are gone
+    Clock::time_point started = Clock::now();          // the run began (options checked)
+    Clock::time_point vmm_ready;                       // the VM is built; vCPUs start
+    std::optional<Clock::time_point> init_started;     // the guest init's first console line
+    std::optional<Clock::time_point> hang_report_due;  // when the init said its hang report comes
+    std::optional<Clock::time_point> hang_report_seen; // when it came
+    std::optional<Clock::time_point> console_last_output; // the console's last bytes
+    std::optional<Clock::time_point> command_exited;      // its exit status arrived
+    Clock::time_point torn_down;                          // the VM and its threads are gone
     ExitCounts exits;
 };
 
@@ -55,6 +71,7 @@ struct BootImages {
     std::filesystem::path kernel;
     std::vector<std::uint8_t> initramfs;
     std::string command_line;
+    guest_protocol::Key channel_key; // what the guest init's frames are tagged with
 };
 BootImages build_boot_images(const RunOptions& options);
 

@@ -11,6 +11,8 @@ namespace ktstr {
 
 // Builds a cpio archive in the "newc" format the kernel unpacks as an initramfs.
 // Missing parent directories are added on the way; paths are relative ("bin/busybox").
+// The kernel reads names and link targets as C strings and skips "TRAILER!!!": paths or
+// targets with a NUL byte, and that name, are refused (Error).
 class CpioArchive {
   public:
     void add_directory(std::string_view path, std::uint32_t permissions = 0755);

@@ -2,6 +2,7 @@
 
 #include "ktstr/kernel/kernel_cache.hpp"
 
+#include <filesystem>
 #include <iosfwd>
 #include <string>
 
@@ -17,5 +18,10 @@ std::string debian_mirror();
 // Throws Error when the kernel lacks sched_ext.
 CachedKernel fetch_debian_kernel(const KernelCache& cache, Arch arch, bool if_missing,
                                  std::ostream& log);
+
+// Downloads the Debian source package of a cached kernel (linux-source-<major.minor> at the
+// kernel's own package version, from the same suite) into `dir` and returns its path.
+std::filesystem::path download_kernel_source(const CachedKernel& kernel,
+                                             const std::filesystem::path& dir, std::ostream& log);
 
 } // namespace ktstr

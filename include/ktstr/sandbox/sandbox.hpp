@@ -1,6 +1,7 @@
 #pragma once
 
 #include "ktstr/base/arch.hpp"
+#include "ktstr/base/error.hpp"
 
 #include <optional>
 #include <string>
@@ -16,6 +17,19 @@ struct SandboxOptions {
     bool force_emulation = false;
     std::vector<std::string> command;
 };
+
+// The emulated sandbox failed, not the command: the L1 guest died, or its kernel reported
+// trouble while the command failed. The only failure a test may be retried for.
+class SandboxFailure : public Error {
+  public:
+    using Error::Error;
+};
+// The exit status for it, distinct from the command's and ktstr's own (sysexits' TEMPFAIL).
+inline constexpr int kSandboxFailureStatus = 75;
+// Set (to "emulated") in the command's environment inside the emulated sandbox.
+inline constexpr const char* kInSandboxVariable = "KTSTR_IN_SANDBOX";
+// The host's name, for results made inside the sandbox.
+inline constexpr const char* kHostNameVariable = "KTSTR_HOST_NAME";
 
 // Runs `command` where /dev/kvm exists: directly on a host that has it, otherwise inside a
 // QEMU TCG guest ("L1") that emulates AMD SVM with nested paging and has loaded KVM. The

@@ -8,6 +8,7 @@
 #include <linux/kvm.h>
 #include <optional>
 #include <span>
+#include <string>
 
 namespace ktstr {
 
@@ -51,21 +52,36 @@ class Vm {
     std::uint32_t next_slot_ = 0;
 };
 
-class Vcpu {
+// What a vCPU thread drives: a KVM vCPU, or a stand-in in tests.
+class VcpuRunner {
+  public:
+    virtual ~VcpuRunner() = default;
+    virtual std::uint32_t id() const = 0;
+    // The shared kvm_run page: exit reason and exit data after run().
+    virtual kvm_run& state() const = 0;
+    // One KVM_RUN; returns the exit reason, or KVM_EXIT_INTR when a signal interrupted it
+    // or `immediate_exit` was set.
+    virtual std::uint32_t run() = 0;
+    // Where the vCPU was, for the report of a fatal exit (registers), or empty.
+    virtual std::string crash_state() const { return {}; }
+    // Whether the vCPU is in its power-on state (at the reset vector).
+    virtual bool in_reset_state() const { return false; }
+};
+
+class Vcpu : public VcpuRunner {
   public:
     Vcpu(UniqueFd fd, std::size_t mmap_size, std::uint32_t id);
     Vcpu(Vcpu&& other) noexcept;
     Vcpu& operator=(Vcpu&&) = delete;
     Vcpu(const Vcpu&) = delete;
-    ~Vcpu();
+    ~Vcpu() override;
 
-    std::uint32_t id() const { return id_; }
+    std::uint32_t id() const override { return id_; }
     int fd() const { return fd_.get(); }
-    // The shared kvm_run page: exit reason and exit data after run().
-    kvm_run& state() const { return *run_; }
-
-    // One KVM_RUN; returns the exit reason, or KVM_EXIT_INTR when a signal interrupted it.
-    std::uint32_t run();
+    kvm_run& state() const override { return *run_; }
+    std::uint32_t run() override;
+    std::string crash_state() const override;
+    bool in_reset_state() const override;
 
 #if defined(__x86_64__)
     kvm_regs regs() const;

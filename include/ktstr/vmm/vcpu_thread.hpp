@@ -14,7 +14,9 @@ namespace ktstr {
 // internal errors) request the stop with a message saying what happened.
 class VcpuThread {
   public:
-    VcpuThread(Vcpu& vcpu, const Bus& io, const Bus& mmio, VmStop& stop);
+    // With `count_exits`, the thread counts its exits (see exit_counts()).
+    VcpuThread(VcpuRunner& vcpu, const Bus& io, const Bus& mmio, VmStop& stop,
+               bool count_exits = false);
     VcpuThread(const VcpuThread&) = delete;
     VcpuThread& operator=(const VcpuThread&) = delete;
     ~VcpuThread(); // joins; the VM must be stopping
@@ -28,10 +30,11 @@ class VcpuThread {
     // Returns false when the exit ends the VM.
     bool handle_exit(std::uint32_t reason);
 
-    Vcpu& vcpu_;
+    VcpuRunner& vcpu_;
     const Bus& io_;
     const Bus& mmio_;
     VmStop& stop_;
+    const bool count_exits_;
     ExitCounts counts_;
     std::thread thread_;
 };

@@ -5,21 +5,32 @@
 #include "ktstr/vmm/kvm.hpp"
 #include "ktstr/vmm/vm_stop.hpp"
 
+#include <asio/awaitable.hpp>
 #include <asio/io_context.hpp>
 #include <chrono>
+#include <functional>
 #include <optional>
+#include <span>
 #include <vector>
 
 namespace ktstr {
 
+struct VmRunOptions {
+    std::optional<std::chrono::milliseconds> timeout;
+    // When set, receives the VM exits of all vCPUs (counting costs a little per exit).
+    ExitCounts* exit_counts = nullptr;
+    // Runs on the executor once the stop is requested, while the devices still exist (to
+    // flush output). The timeout and SIGINT/SIGTERM still end it.
+    std::function<asio::awaitable<void>(const StopReason&)> after_stop;
+};
+
 // Runs every vCPU on its own thread and the VMM's event loop (`executor`, where the devices
 // already have their coroutines) on this thread until the VM stops: the guest powers off or
-// resets, a vCPU fails, the timeout passes, or SIGINT or SIGTERM arrives. Returns why it
-// stopped; all vCPU threads have ended by then.
-// With `exit_counts`, the exits of all vCPUs are added to it.
-StopReason run_vm(asio::io_context& executor, std::vector<Vcpu>& vcpus, const Bus& io,
-                  const Bus& mmio, VmStop& stop, std::optional<std::chrono::milliseconds> timeout,
-                  ExitCounts* exit_counts = nullptr);
+// resets, a vCPU fails, the timeout passes, SIGINT or SIGTERM arrives, or someone requests
+// it through `stop`. Returns why it stopped; all vCPU threads have ended by then. The
+// executor must not run again once the devices are gone.
+StopReason run_vm(asio::io_context& executor, std::span<VcpuRunner* const> vcpus, const Bus& io,
+                  const Bus& mmio, VmStop& stop, const VmRunOptions& options);
 
 // Binds `notifier` to guest writes of `value` (4 bytes) at MMIO address `address`: KVM
 // signals the eventfd instead of exiting to the VMM.

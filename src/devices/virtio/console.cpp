@@ -13,18 +13,39 @@ void VirtioConsole::read_config(std::uint64_t, std::span<std::uint8_t> data) {
     std::fill(data.begin(), data.end(), 0);
 }
 
-bool VirtioConsole::process_queue(std::size_t index, Virtqueue& queue, const GuestMemory& memory) {
+QueueResult VirtioConsole::process_queue(std::size_t index, Virtqueue& queue,
+                                         const GuestMemory& memory, std::size_t budget) {
+    using Progress = QueueResult::Progress;
+    QueueResult result;
     if (index != kTransmitQueue)
-        return false; // the receive queue holds the driver's empty buffers until input exists
-    bool returned = false;
-    while (auto chain = queue.pop(memory)) {
-        for (auto buffer : chain->readable)
-            if (output_)
-                output_(buffer);
-        queue.push_used(memory, chain->head, 0);
-        returned = true;
+        return result; // the receive queue holds the driver's empty buffers until input exists
+    for (std::size_t served = 0; served < budget; ++served) {
+        if (!pending_) {
+            auto chain = queue.pop(memory);
+            if (!chain)
+                return result;
+            pending_ = PendingChain{std::move(*chain)};
+        }
+        auto& readable = pending_->chain.readable;
+        while (pending_->buffer < readable.size()) {
+            std::span<const std::uint8_t> rest =
+                readable[pending_->buffer].subspan(pending_->offset);
+            pending_->offset += output_.offer(rest);
+            if (pending_->offset < readable[pending_->buffer].size()) {
+                result.progress = Progress::blocked;
+                return result;
+            }
+            ++pending_->buffer;
+            pending_->offset = 0;
+        }
+        queue.push_used(memory, pending_->chain.head, 0);
+        pending_.reset();
+        result.returned_buffers = true;
     }
-    return returned;
+    result.progress = Progress::more;
+    return result;
 }
+
+asio::awaitable<void> VirtioConsole::unblocked() { co_await output_.room(); }
 
 } // namespace ktstr

@@ -2,6 +2,8 @@
 
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
+#include <asio/post.hpp>
+#include <asio/use_awaitable.hpp>
 #include <cstring>
 
 namespace ktstr {
@@ -70,28 +72,39 @@ bool VirtioMmioTransport::broken() const {
 }
 
 asio::awaitable<void> VirtioMmioTransport::serve_queue(std::size_t index) {
+    using Progress = QueueResult::Progress;
     for (;;) {
         co_await notifiers_[index]->wait();
-        bool interrupt = false;
-        {
-            std::lock_guard lock(mutex_);
-            if (!(status_ & kStatusDriverOk) || (status_ & kStatusNeedsReset) ||
-                !queues_[index].ready)
-                continue;
-            try {
-                if (device_->process_queue(index, queues_[index], memory_)) {
-                    interrupt_status_ |= kInterruptUsedBuffer;
+        for (Progress progress = Progress::more; progress != Progress::idle;) {
+            bool interrupt = false;
+            progress = Progress::idle;
+            {
+                std::lock_guard lock(mutex_);
+                if (!(status_ & kStatusDriverOk) || (status_ & kStatusNeedsReset) ||
+                    !queues_[index].ready)
+                    break;
+                try {
+                    QueueResult result =
+                        device_->process_queue(index, queues_[index], memory_, kChainsPerTurn);
+                    if (result.returned_buffers) {
+                        interrupt_status_ |= kInterruptUsedBuffer;
+                        interrupt = true;
+                    }
+                    progress = result.progress;
+                } catch (const Error&) {
+                    // The driver broke the protocol: stop serving until it resets the device.
+                    status_ |= kStatusNeedsReset;
+                    interrupt_status_ |= kInterruptConfigChange;
                     interrupt = true;
                 }
-            } catch (const Error&) {
-                // The driver broke the protocol: stop serving until it resets the device.
-                status_ |= kStatusNeedsReset;
-                interrupt_status_ |= kInterruptConfigChange;
-                interrupt = true;
             }
+            if (interrupt && irq_)
+                irq_->trigger();
+            if (progress == Progress::blocked)
+                co_await device_->unblocked();
+            else if (progress == Progress::more) // let timers, signals and other queues run
+                co_await asio::post(executor_, asio::use_awaitable);
         }
-        if (interrupt && irq_)
-            irq_->trigger();
     }
 }
 
@@ -203,6 +216,7 @@ void VirtioMmioTransport::set_status(std::uint32_t status) {
         queue_select_ = 0;
         for (auto& queue : queues_)
             queue.reset();
+        device_->reset();
         return;
     }
     // FEATURES_OK sticks only for a subset of what the device offers, with VERSION_1.

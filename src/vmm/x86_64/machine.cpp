@@ -162,7 +162,9 @@ void create_irqchip(Vm& vm, bool split_irqchip, Bus& mmio) {
                 std::make_shared<Ioapic>([&vm](const auto& routes) { vm.set_msi_routes(routes); }));
 }
 
-StopReason run_machine(const MachineConfig& config) {
+StopReason run_machine(const MachineConfig& config, asio::io_context& executor, VmStop& stop) {
+    if (!config.virtio_console_output)
+        throw Error("the machine needs somewhere for its virtio-console output");
     const Topology& topology = config.topology;
     const bool split_irqchip = config.x2apic || topology.needs_x2apic();
     Kvm kvm;
@@ -209,14 +211,11 @@ StopReason run_machine(const MachineConfig& config) {
     BootInfo boot =
         load_kernel(memory, {config.bzimage, config.initrd, config.command_line, tables.rsdp});
 
-    // The executor goes before the devices whose coroutines and eventfds it serves.
-    asio::io_context executor(1);
-    VmStop stop;
     Bus io, mmio;
     static_assert(kIoApicPins == Ioapic::kPins);
     create_irqchip(vm, split_irqchip, mmio);
     auto console = std::make_shared<VirtioMmioTransport>(
-        std::make_unique<VirtioConsole>(config.virtio_console_output), memory,
+        std::make_unique<VirtioConsole>(*config.virtio_console_output), memory,
         std::make_shared<IrqFd>(vm, kVirtioConsoleGsi), executor);
     mmio.insert(virtio_console.base.raw(), virtio_console.size, console);
     for (std::uint32_t queue = 0; queue < console->queue_count(); ++queue)
@@ -251,7 +250,10 @@ StopReason run_machine(const MachineConfig& config) {
     setup_boot_vcpu(vcpus.front(), boot);
     if (config.on_started)
         config.on_started();
-    return run_vm(executor, vcpus, io, mmio, stop, config.timeout, config.exit_counts);
+    std::vector<VcpuRunner*> runners;
+    for (auto& vcpu : vcpus)
+        runners.push_back(&vcpu);
+    return run_vm(executor, runners, io, mmio, stop, config.run);
 }
 
 } // namespace ktstr::x86_64

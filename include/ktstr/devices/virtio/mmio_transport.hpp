@@ -12,6 +12,17 @@
 
 namespace ktstr {
 
+// How far a device got with a queue in one call of process_queue.
+struct QueueResult {
+    enum class Progress {
+        idle,    // nothing left that the driver made available
+        more,    // the budget ran out first: call again after other work had its turn
+        blocked, // the device's output is full: call again once unblocked() completes
+    };
+    bool returned_buffers = false; // some went back to the driver: interrupt it
+    Progress progress = Progress::idle;
+};
+
 // What a virtio device type provides to its transport.
 class VirtioDevice {
   public:
@@ -21,10 +32,16 @@ class VirtioDevice {
     virtual std::uint64_t features() const = 0;
     virtual std::vector<std::uint16_t> queue_max_sizes() const = 0;
     virtual void read_config(std::uint64_t offset, std::span<std::uint8_t> data) = 0;
-    // Serves what the driver made available on queue `index`; returns whether any buffer
-    // went back to the driver (so the transport interrupts it). Runs on the executor with
-    // the transport locked; throws Error when the driver broke the protocol.
-    virtual bool process_queue(std::size_t index, Virtqueue& queue, const GuestMemory& memory) = 0;
+    // Serves what the driver made available on queue `index`, at most `budget` chains, so
+    // that a driver republishing buffers cannot keep the executor from its timers and
+    // signals. Runs on the executor with the transport locked; throws Error when the driver
+    // broke the protocol.
+    virtual QueueResult process_queue(std::size_t index, Virtqueue& queue,
+                                      const GuestMemory& memory, std::size_t budget) = 0;
+    // Completes when a device that reported `blocked` can go on (the transport unlocked).
+    virtual asio::awaitable<void> unblocked() { co_return; }
+    // The driver reset the device: forget any chain taken from a queue and not returned.
+    virtual void reset() {}
 };
 
 // The virtio-mmio transport, version 2 (virtio 1.x, section 4.2). Register accesses come from
@@ -36,6 +53,8 @@ class VirtioMmioTransport : public BusDevice {
   public:
     static constexpr std::uint64_t kSize = 0x200;
     static constexpr std::uint64_t kQueueNotifyOffset = 0x50;
+    // Chains served per turn on the executor.
+    static constexpr std::size_t kChainsPerTurn = 64;
 
     VirtioMmioTransport(std::unique_ptr<VirtioDevice> device, const GuestMemory& memory,
                         std::shared_ptr<InterruptLine> irq, asio::io_context& executor);

@@ -1,11 +1,13 @@
 #pragma once
 
+#include "ktstr/io/byte_sink.hpp"
 #include "ktstr/vmm/bus.hpp"
-#include "ktstr/vmm/exit_counts.hpp"
 #include "ktstr/vmm/kvm.hpp"
 #include "ktstr/vmm/topology.hpp"
+#include "ktstr/vmm/vm_runner.hpp"
 #include "ktstr/vmm/vm_stop.hpp"
 
+#include <asio/io_context.hpp>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -26,11 +28,13 @@ struct MachineConfig {
     std::vector<std::uint8_t> bzimage;
     std::vector<std::uint8_t> initrd;
     std::string command_line;
-    std::optional<std::chrono::milliseconds> timeout;
-    // Where the guest's COM1 (kernel console), COM2 and virtio-console (hvc0) bytes go.
+    // The timeout, exit counting and the flush after the stop.
+    VmRunOptions run;
+    // Where the guest's COM1 (kernel console) and COM2 bytes go, on vCPU threads (the call
+    // may wait for room), and the virtio-console's (hvc0), on the executor.
     std::function<void(std::span<const std::uint8_t>)> com1_output;
     std::function<void(std::span<const std::uint8_t>)> com2_output;
-    std::function<void(std::span<const std::uint8_t>)> virtio_console_output;
+    ByteSink* virtio_console_output = nullptr;
     // Host input for COM1 (the guest's console), read until end of file; -1 for none.
     // `input_escape` read there stops the VM instead.
     int com1_input_fd = -1;
@@ -41,8 +45,6 @@ struct MachineConfig {
     int com1_input_gate_fd = -1;
     // Called once the VM is built, just before the vCPUs start.
     std::function<void()> on_started;
-    // When set, receives the VM exits of all vCPUs.
-    ExitCounts* exit_counts = nullptr;
 };
 
 // Creates the VM's interrupt controllers; call before creating vCPUs. Up to APIC ID 254 KVM
@@ -53,7 +55,9 @@ struct MachineConfig {
 void create_irqchip(Vm& vm, bool split_irqchip, Bus& mmio);
 
 // Builds an x86-64 VM from the parts (memory, irqchip, devices, vCPUs), boots the kernel
-// and runs it until it stops.
-StopReason run_machine(const MachineConfig& config);
+// and runs it on `executor` until it stops (`stop` is how others end it). The executor and
+// whatever the config's outputs lead to must outlive the call; the executor must not run
+// again afterwards (the devices' coroutines are gone).
+StopReason run_machine(const MachineConfig& config, asio::io_context& executor, VmStop& stop);
 
 } // namespace ktstr::x86_64
