@@ -73,36 +73,42 @@ TEST_CASE("the command's exit ends the run, background processes or not", "[e2e]
     CHECK(seconds_since(start) < 100);      // a boot in the sandbox, never the 120 s timeout
 }
 
-TEST_CASE("a guest flooding every output still stops on time", "[e2e][flood]") {
-    const std::string flood = "-- sh -c 'cat /dev/urandom > /dev/ttyS1 & "
-                              "cat /dev/urandom > /dev/ttyS0 & yes'";
-    SECTION("at the timeout") {
-        auto start = std::chrono::steady_clock::now();
-        auto result = test::run_ktstr("run --timeout 20s " + flood + " > /dev/null");
-        INFO(result.err);
-        CHECK(result.exit_code == 124);
-        CHECK(seconds_since(start) < 90); // the boot, 20 s, and a prompt stop
-    }
-    SECTION("at SIGTERM") {
-        auto result = test::run_shell(
-            "setsid " + std::string(KTSTR_BINARY) + " run --timeout 300s " + flood +
-            " > /dev/null & pid=$!; sleep 30; kill -TERM $pid; start=$(date +%s); wait $pid; "
-            "echo status=$? seconds=$(( $(date +%s) - start ))");
-        INFO(result.out << result.err);
-        CHECK(result.out.find("status=143") != std::string::npos);
-        auto at = result.out.find("seconds=");
-        REQUIRE(at != std::string::npos);
-        CHECK(std::stoi(result.out.substr(at + 8)) < 10);
-    }
-    SECTION("at the timeout when nobody reads its output") {
-        TempDir dir("ktstr-e2e-stall");
-        std::string status = (dir.path() / "status").string();
-        auto start = std::chrono::steady_clock::now();
-        auto result = test::run_shell(
-            "{ " + std::string(KTSTR_BINARY) + " run --timeout 20s -- yes; echo $? > " + status +
-            "; } | sh -c 'while [ ! -s " + status + " ]; do sleep 1; done'");
-        INFO(result.err);
-        CHECK(read_file(status) == "124\n");
-        CHECK(seconds_since(start) < 90);
-    }
+// Three tests, each in its own sandbox: a flood is the heaviest load the emulated sandbox
+// carries (a VM exit per UART byte), so the one that it spoils is the one tried again.
+namespace {
+const std::string kFlood = "-- sh -c 'cat /dev/urandom > /dev/ttyS1 & "
+                           "cat /dev/urandom > /dev/ttyS0 & yes'";
+} // namespace
+
+TEST_CASE("a guest flooding every output stops at its timeout", "[e2e][flood-timeout]") {
+    auto start = std::chrono::steady_clock::now();
+    auto result = test::run_ktstr("run --timeout 12s " + kFlood + " > /dev/null");
+    INFO(result.err);
+    CHECK(result.exit_code == 124);
+    CHECK(seconds_since(start) < 80); // the boot, 12 s, and a prompt stop
+}
+
+TEST_CASE("a guest flooding every output stops at SIGTERM", "[e2e][flood-sigterm]") {
+    auto result =
+        test::run_shell("setsid " + std::string(KTSTR_BINARY) + " run --timeout 300s " + kFlood +
+                        " > /dev/null & pid=$!; sleep 20; kill -TERM $pid; "
+                        "start=$(date +%s); wait $pid; "
+                        "echo status=$? seconds=$(( $(date +%s) - start ))");
+    INFO(result.out << result.err);
+    CHECK(result.out.find("status=143") != std::string::npos);
+    auto at = result.out.find("seconds=");
+    REQUIRE(at != std::string::npos);
+    CHECK(std::stoi(result.out.substr(at + 8)) < 10);
+}
+
+TEST_CASE("a guest whose output nobody reads stops at its timeout", "[e2e][flood-unread]") {
+    TempDir dir("ktstr-e2e-stall");
+    std::string status = (dir.path() / "status").string();
+    auto start = std::chrono::steady_clock::now();
+    auto result =
+        test::run_shell("{ " + std::string(KTSTR_BINARY) + " run --timeout 12s -- yes; echo $? > " +
+                        status + "; } | sh -c 'while [ ! -s " + status + " ]; do sleep 1; done'");
+    INFO(result.err);
+    CHECK(read_file(status) == "124\n");
+    CHECK(seconds_since(start) < 80);
 }
