@@ -3,8 +3,10 @@
 # emulated sandbox's (exit status 75: the L1 guest died, the L1 kernel reported trouble,
 # or an L2 was reset in the way only nested SVM under emulation does). Any other failure,
 # a wrong verdict or a timeout above all, fails at once. Each such failure is recorded in
-# $KTSTR_SANDBOX_FAILURE_LOG (if set) as "<test> <try>", for scripts/test to count.
+# $KTSTR_SANDBOX_FAILURE_LOG (if set) as "<test> <try>", for scripts/test to count; the
+# test's own runs that were tried again inside the sandbox (test_support.cpp) add theirs.
 name=$1
+export KTSTR_TEST_NAME="$name"
 shift
 tries=5
 try=1
