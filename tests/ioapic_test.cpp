@@ -1,5 +1,6 @@
 // The I/O APIC driven the way Linux programs it, and the MSI routes it hands the VMM.
 #include "ktstr/devices/ioapic.hpp"
+#include "ktstr/vmm/bus.hpp"
 
 #include <catch2/catch_test_macros.hpp>
 #include <vector>
@@ -15,13 +16,9 @@ struct IoapicUnderTest {
     }};
 
     void write32(std::uint64_t offset, std::uint32_t value) {
-        ioapic.write(offset, std::span(reinterpret_cast<const std::uint8_t*>(&value), 4));
+        ktstr::write32(ioapic, offset, value);
     }
-    std::uint32_t read32(std::uint64_t offset) {
-        std::uint32_t value = 0;
-        ioapic.read(offset, std::span(reinterpret_cast<std::uint8_t*>(&value), 4));
-        return value;
-    }
+    std::uint32_t read32(std::uint64_t offset) { return ktstr::read32(ioapic, offset); }
     void set_register(std::uint32_t index, std::uint32_t value) {
         write32(0x00, index);
         write32(0x10, value);

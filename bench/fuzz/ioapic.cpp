@@ -51,13 +51,9 @@ struct Harness {
 
     Harness() { bus.insert(kBase, Ioapic::kSize, ioapic); }
 
-    std::uint32_t read32(std::uint64_t offset) {
-        std::uint32_t value = 0;
-        bus.read(kBase + offset, std::span(reinterpret_cast<std::uint8_t*>(&value), 4));
-        return value;
-    }
+    std::uint32_t read32(std::uint64_t offset) { return ktstr::read32(bus, kBase + offset); }
     void write32(std::uint64_t offset, std::uint32_t value) {
-        bus.write(kBase + offset, std::span(reinterpret_cast<const std::uint8_t*>(&value), 4));
+        ktstr::write32(bus, kBase + offset, value);
     }
     std::uint32_t read_register(std::uint32_t index) {
         write32(0x00, index);

@@ -93,13 +93,9 @@ struct Guest {
         return windowed ? window_sink.taken.size() + window_sink.held.size()
                         : string_sink.text.size();
     }
-    std::uint32_t read32(std::uint64_t offset) {
-        std::uint32_t value = 0;
-        bus.read(kBase + offset, std::span(reinterpret_cast<std::uint8_t*>(&value), 4));
-        return value;
-    }
+    std::uint32_t read32(std::uint64_t offset) { return ktstr::read32(bus, kBase + offset); }
     void write32(std::uint64_t offset, std::uint32_t value) {
-        bus.write(kBase + offset, std::span(reinterpret_cast<const std::uint8_t*>(&value), 4));
+        ktstr::write32(bus, kBase + offset, value);
     }
     bool broken() { return (read32(0x70) & 64) != 0; }
 

@@ -101,17 +101,29 @@ struct Child {
         ::pause();
 }
 
+namespace {
+
+// Forks the command's process, which leads a session of its own (so that the whole
+// process group can be signalled); returns 0 in the child.
+pid_t fork_session_leader() {
+    pid_t pid = ::fork();
+    if (pid < 0)
+        fail("fork");
+    if (pid == 0)
+        ::setsid();
+    return pid;
+}
+
+} // namespace
+
 int run_command(const std::vector<std::string>& argv, Poller& poller, SchedulerWatch* scheduler) {
     int out[2], err[2], reports[2];
     if (::pipe2(out, O_CLOEXEC) != 0 || ::pipe2(err, O_CLOEXEC) != 0 ||
         ::pipe2(reports, O_CLOEXEC) != 0)
         fail("pipe");
     Child child;
-    child.pid = ::fork();
-    if (child.pid < 0)
-        fail("fork");
+    child.pid = fork_session_leader();
     if (child.pid == 0) {
-        ::setsid();
         move_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC), 0);
         ::dup2(out[1], 1);
         ::dup2(err[1], 2);
@@ -196,11 +208,8 @@ int run_on_console(const std::vector<std::string>& argv, Poller& poller,
     if (::pipe2(ready, O_CLOEXEC) != 0)
         fail("pipe");
     Child child;
-    child.pid = ::fork();
-    if (child.pid < 0)
-        fail("fork");
+    child.pid = fork_session_leader();
     if (child.pid == 0) {
-        ::setsid();
         int tty = ::open("/dev/ttyS0", O_RDWR | O_CLOEXEC);
         if (tty < 0 || ::ioctl(tty, TIOCSCTTY, 0) != 0)
             ::_exit(126);

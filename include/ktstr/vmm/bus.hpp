@@ -38,6 +38,19 @@ class Bus {
     std::map<std::uint64_t, Range> ranges_; // by base
 };
 
+// A 32-bit register access in host byte order (little-endian on every supported host)
+// through a Bus or a single BusDevice: how tests and fuzz targets reach MMIO registers.
+template <class Target>
+std::uint32_t read32(Target& target, std::uint64_t address) {
+    std::uint32_t value = 0;
+    target.read(address, std::span(reinterpret_cast<std::uint8_t*>(&value), 4));
+    return value;
+}
+template <class Target>
+void write32(Target& target, std::uint64_t address, std::uint32_t value) {
+    target.write(address, std::span(reinterpret_cast<const std::uint8_t*>(&value), 4));
+}
+
 // An interrupt line as a device sees it; the VMM wires it to KVM (an irqfd).
 class InterruptLine {
   public:
