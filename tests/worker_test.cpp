@@ -61,3 +61,11 @@ TEST_CASE("a gap off the CPU without blocking on purpose is the scheduler's", "[
     blocked.context.tick();
     CHECK(std::uint64_t(blocked.context.report("stopped")["max_gap_ns"]) < 55'000'000);
 }
+
+TEST_CASE("a CPU seen while the epoch changed is held against no step", "[agent]") {
+    CHECK(epoch_of_sighting(2, 2) == 2); // within a step
+    CHECK(epoch_of_sighting(3, 3) == 3); // within the operations
+    CHECK(epoch_of_sighting(2, 3) == 3); // the operations began
+    CHECK(epoch_of_sighting(3, 4) == 3); // they ended
+    CHECK(epoch_of_sighting(2, 4) == 3); // all of them in between
+}

@@ -59,6 +59,7 @@ bool WorkerContext::stopping() const {
 
 void WorkerContext::tick() {
     std::uint64_t now = now_ns();
+    std::uint32_t epoch_before = shared_.epoch.load(std::memory_order_acquire);
     int cpu = ::sched_getcpu();
     std::uint64_t gap = now - last_tick_ns_;
     bool sampled = false;
@@ -94,7 +95,8 @@ void WorkerContext::tick() {
         if (last_cpu_ >= 0 && cpu != last_cpu_)
             ++migrations_;
         last_cpu_ = cpu;
-        cpus_[shared_.epoch.load(std::memory_order_relaxed)].set(std::size_t(cpu));
+        std::uint32_t epoch_after = shared_.epoch.load(std::memory_order_acquire);
+        cpus_[epoch_of_sighting(epoch_before, epoch_after)].set(std::size_t(cpu));
     }
 }
 

@@ -29,6 +29,14 @@ struct SharedState {
     std::atomic<std::uint32_t> stop[kMaxWorkers];
 };
 
+// The epoch a CPU seen between two reads of the epoch counts for. A worker can be
+// preempted, and moved to another cpuset, between asking for its CPU and reading the
+// epoch (the move's migration preempts it there by nature); seen across a change, the
+// CPU counts for the odd epoch in between, which holds it against no cpuset.
+constexpr std::uint32_t epoch_of_sighting(std::uint32_t before, std::uint32_t after) {
+    return before == after ? before : (before | 1);
+}
+
 // What the agent tells a worker about itself.
 struct WorkerSpec {
     std::string group;
