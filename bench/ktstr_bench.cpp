@@ -7,7 +7,7 @@
 #include "ktstr/harness/guest_protocol.hpp"
 #include "ktstr/harness/run.hpp"
 #include "ktstr/sandbox/sandbox.hpp"
-#include "ktstr/vmm/self_check.hpp"
+#include "ktstr/vmm/platform.hpp"
 #include "ktstr/vmm/topology.hpp"
 
 #include <CLI/CLI.hpp>
@@ -38,10 +38,10 @@ int bench_vm_lifecycle(unsigned iterations) {
     std::vector<double> micros;
     for (unsigned i = 0; i < iterations; ++i) {
         auto start = Clock::now();
-        SelfCheckReport report = run_kvm_self_check();
+        KvmProbe probe = host_platform().self_check();
         auto end = Clock::now();
-        if (!report.passed())
-            throw Error("the guest misbehaved: " + report.summary());
+        if (!probe.passed)
+            throw Error("the guest misbehaved: " + probe.detail);
         micros.push_back(ms_between(start, end) * 1000);
     }
     std::sort(micros.begin(), micros.end());

@@ -2,6 +2,7 @@
 #include "ktstr/base/files.hpp"
 #include "ktstr/vmm/x86_64/acpi.hpp"
 #include "ktstr/vmm/x86_64/aml.hpp"
+#include "ktstr/vmm/x86_64/apic_id.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
 #include "test_support.hpp"
 
@@ -259,14 +260,14 @@ TEST_CASE("ACPI tables pass iasl and describe the topology", "[acpi]") {
 
     std::vector<std::uint64_t> xapic_ids, x2apic_ids, xapic_nodes, x2apic_nodes, x2apic_uids;
     for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
-        std::uint32_t id = topology.apic_id(cpu);
+        std::uint32_t id = apic_id_of(topology, cpu);
         std::uint32_t node = topology.place(cpu).node;
         (id <= 254 ? xapic_ids : x2apic_ids).push_back(id);
         (id <= 254 ? xapic_nodes : x2apic_nodes).push_back(node);
         if (id > 254)
             x2apic_uids.push_back(cpu);
     }
-    CHECK(x2apic_ids.empty() == !topology.needs_x2apic());
+    CHECK(x2apic_ids.empty() == !needs_x2apic(topology));
 
     TempDir dir("acpi-test");
     Disassembly madt = disassemble(dir, tables.table("APIC"));

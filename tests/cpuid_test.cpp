@@ -4,6 +4,7 @@
 #include "ktstr/base/error.hpp"
 #include "ktstr/vmm/guest_memory.hpp"
 #include "ktstr/vmm/kvm.hpp"
+#include "ktstr/vmm/x86_64/apic_id.hpp"
 #include "ktstr/vmm/x86_64/boot.hpp"
 #include "ktstr/vmm/x86_64/cpuid.hpp"
 
@@ -352,18 +353,18 @@ void check_guest_topology(const std::vector<kvm_cpuid_entry2>& supported, CpuVen
     for (std::uint32_t cpu = 0; cpu < cpus; ++cpu) {
         tables.emplace_back(vcpu_cpuid(supported, topology, cpu));
         views.push_back(vendor == CpuVendor::amd
-                            ? linux_view_amd(tables.back(), topology.apic_id(cpu))
-                            : linux_view_intel(tables.back(), topology.apic_id(cpu)));
+                            ? linux_view_amd(tables.back(), apic_id_of(topology, cpu))
+                            : linux_view_intel(tables.back(), apic_id_of(topology, cpu)));
     }
 
-    const std::uint32_t llc_shift = topology.core_bits() + topology.thread_bits();
-    const std::uint32_t max_apic_id = topology.max_apic_id();
+    const std::uint32_t llc_shift = apic_core_bits(topology) + apic_thread_bits(topology);
+    const std::uint32_t max_apic_id = ktstr::max_apic_id(topology);
     for (std::uint32_t cpu = 0; cpu < cpus; ++cpu) {
         CAPTURE(cpu);
         const GuestCpuid& cpuid = tables[cpu];
         const LinuxView& view = views[cpu];
         const CpuPlace place = topology.place(cpu);
-        const std::uint32_t apic_id = topology.apic_id(cpu);
+        const std::uint32_t apic_id = apic_id_of(topology, cpu);
         CHECK(view.firmware_bugs == std::vector<std::string>{});
         CHECK(cpuid.entries().size() <= 256); // KVM_MAX_CPUID_ENTRIES
 
@@ -379,8 +380,8 @@ void check_guest_topology(const std::vector<kvm_cpuid_entry2>& supported, CpuVen
 
         // SMT id, core id, package, LLC id.
         CHECK(view.smt_id() == place.thread);
-        CHECK(view.core_id() >> topology.core_bits() == place.llc);
-        CHECK((view.core_id() & ((1u << topology.core_bits()) - 1)) == place.core_in_llc);
+        CHECK(view.core_id() >> apic_core_bits(topology) == place.llc);
+        CHECK((view.core_id() & ((1u << apic_core_bits(topology)) - 1)) == place.core_in_llc);
         CHECK(view.package_id() == 0);
         if (vendor == CpuVendor::amd)
             CHECK(view.llc_id == place.llc);
@@ -415,14 +416,15 @@ void check_guest_topology(const std::vector<kvm_cpuid_entry2>& supported, CpuVen
             CAPTURE(index);
             Regs cache = cpuid(cache_function, index);
             std::uint32_t level = bits(cache.eax, 5, 3);
-            std::uint32_t shift = level <= 2 ? topology.thread_bits() : llc_shift;
+            std::uint32_t shift = level <= 2 ? apic_thread_bits(topology) : llc_shift;
             CHECK(bits(cache.eax, 14, 12) == (1u << shift) - 1);
             has_l3 = has_l3 || level == 3;
             if (vendor != CpuVendor::amd) {
                 // Core IDs the package has room for, minus one (6 bits).
                 std::uint32_t core_ids = bits(cache.eax, 26, 6) + 1;
                 if (core_ids < 64)
-                    CHECK(((1u << count_order(core_ids)) << topology.thread_bits()) > max_apic_id);
+                    CHECK(((1u << count_order(core_ids)) << apic_thread_bits(topology)) >
+                          max_apic_id);
             }
         }
         CHECK(has_l3);
@@ -641,7 +643,7 @@ TEST_CASE("a real vCPU takes the table and its guest reads the topology back", "
 
     const Topology topology = Topology::parse("1n2l2c2t");
     const std::uint32_t cpu = 6; // LLC 1, core 1, thread 0
-    const std::uint32_t apic_id = topology.apic_id(cpu);
+    const std::uint32_t apic_id = apic_id_of(topology, cpu);
     std::vector<kvm_cpuid_entry2> table = vcpu_cpuid(supported, topology, cpu);
 
     Vm vm(kvm);

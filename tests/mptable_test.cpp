@@ -1,6 +1,7 @@
 // The MP table read back the way Linux's mpparse.c reads it. (Booting a guest with acpi=off,
 // in the e2e tests, is the peer check.)
 #include "ktstr/base/error.hpp"
+#include "ktstr/vmm/x86_64/apic_id.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
 #include "ktstr/vmm/x86_64/mptable.hpp"
 
@@ -101,7 +102,7 @@ TEST_CASE("the MP table names every vCPU, the I/O APIC and the ISA interrupts", 
     CHECK(at == bytes.size());
     REQUIRE(apic_ids.size() == topology.cpus());
     for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu)
-        CHECK(apic_ids[cpu] == topology.apic_id(cpu));
+        CHECK(apic_ids[cpu] == apic_id_of(topology, cpu));
     CHECK(bootstrap == 1);
     CHECK(buses == 1);
     CHECK(ioapics == 1);

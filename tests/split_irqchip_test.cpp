@@ -5,8 +5,8 @@
 #include "ktstr/vmm/kvm.hpp"
 #include "ktstr/vmm/vm_runner.hpp"
 #include "ktstr/vmm/x86_64/cpuid.hpp"
+#include "ktstr/vmm/x86_64/irqchip.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
-#include "ktstr/vmm/x86_64/machine.hpp"
 
 #include <catch2/catch_test_macros.hpp>
 #include <chrono>

@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstring>
+#include <string>
+#include <vector>
 
 namespace ktstr_fuzz_bzimage {
 
@@ -32,7 +34,7 @@ const GuestMemory& memory() {
 }
 
 template <typename T>
-T field(const std::vector<std::uint8_t>& bytes, std::size_t at) {
+T field(std::span<const std::uint8_t> bytes, std::size_t at) {
     T value;
     std::memcpy(&value, bytes.data() + at, sizeof value);
     return value;
@@ -120,10 +122,12 @@ void load(const BootImage& image) {
 KTSTR_FUZZ_TARGET(bzimage) {
     using namespace ktstr_fuzz_bzimage;
     ktstr::x86_64::BootImage image;
-    image.bzimage.assign(data, data + size);
+    image.bzimage = {data, size};
     load(image);
-    image.initrd.assign(12 * 1024, 0x5a);
-    image.command_line.assign(size ? data[size - 1] : 0, 'c');
+    const std::vector<std::uint8_t> initrd(12 * 1024, 0x5a);
+    const std::string command_line(size ? data[size - 1] : 0, 'c');
+    image.initrd = initrd;
+    image.command_line = command_line;
     image.rsdp = ktstr::GuestAddress(0xe0000);
     load(image);
     return 0;

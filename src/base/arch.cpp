@@ -12,14 +12,10 @@ Arch parse_arch(std::string_view name) {
     throw UsageError("unknown architecture '" + std::string(name) + "' (expected x86_64 or arm64)");
 }
 
+// The build names the host architecture once (KTSTR_HOST_ARCH, from CMake).
 Arch host_arch() {
-#if defined(__x86_64__)
-    return Arch::x86_64;
-#elif defined(__aarch64__)
-    return Arch::arm64;
-#else
-#error "ktstr runs on x86-64 and arm64 hosts"
-#endif
+    static const Arch arch = parse_arch(KTSTR_HOST_ARCH);
+    return arch;
 }
 
 std::string_view arch_name(Arch arch) { return arch == Arch::x86_64 ? "x86_64" : "arm64"; }

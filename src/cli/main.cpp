@@ -9,7 +9,7 @@
 #include "ktstr/sandbox/sandbox.hpp"
 #include "ktstr/scenario/catalogue.hpp"
 #include "ktstr/scheduler/scheduler_cache.hpp"
-#include "ktstr/vmm/self_check.hpp"
+#include "ktstr/vmm/platform.hpp"
 
 #include <CLI/CLI.hpp>
 #include <csignal>
@@ -77,14 +77,12 @@ int build_schedulers_for(const std::optional<std::string>& kernel_spec, bool for
 }
 
 int self_check() {
-    SelfCheckReport report = run_kvm_self_check();
-    std::cout << fmt::format("KVM self-check: guest exits: {}\n", report.summary());
-    if (!report.passed()) {
-        std::cerr << fmt::format("ktstr: KVM self-check failed: expected out {:#x} byte {:#04x} "
-                                 "then hlt\n",
-                                 report.expected_port, report.expected_byte);
+    KvmProbe probe = host_platform().self_check();
+    if (!probe.passed) {
+        std::cerr << "ktstr: KVM self-check failed: " << probe.detail << "\n";
         return 1;
     }
+    std::cout << fmt::format("KVM self-check: guest exits: {}\n", probe.detail);
     std::cout << "KVM self-check: ok\n";
     return 0;
 }

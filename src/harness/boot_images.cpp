@@ -6,6 +6,7 @@
 #include "ktstr/initramfs/cpio.hpp"
 #include "ktstr/initramfs/shared_libraries.hpp"
 #include "ktstr/kernel/module_tree.hpp"
+#include "ktstr/vmm/platform.hpp"
 
 #include <chrono>
 #include <fmt/format.h>
@@ -36,12 +37,11 @@ std::optional<std::chrono::milliseconds> hang_report_at(const RunPlan& plan) {
     return *plan.timeout - kHangReportLead;
 }
 
-// The command line ktstr gives every guest: console on COM1, reset through the i8042 on
-// reboot, an oops ends the run like a panic (a scheduler that oopses a kworker must not
-// pass), no PCI, nothing slow that a test VM does not need.
-constexpr const char* kBaseCmdline =
-    "console=ttyS0 quiet reboot=k panic=-1 oops=panic pci=off mitigations=off no_timer_check "
-    "clocksource=kvm-clock i8042.noaux i8042.nomux i8042.dumbkbd rdinit=/init";
+// What ktstr adds to the platform's command line for every guest: an oops ends the run
+// like a panic (a scheduler that oopses a kworker must not pass), a panic stops the VM at
+// once, nothing slow that a test VM does not need.
+constexpr std::string_view kHarnessCmdline =
+    "quiet panic=-1 oops=panic mitigations=off rdinit=/init";
 
 // A guest program built beside ktstr (the init, the scenario agent).
 fs::path guest_program(const char* name) {
@@ -201,8 +201,10 @@ std::vector<std::uint8_t> build_initramfs(const RunPlan& plan, const guest_proto
 }
 
 std::string kernel_command_line(const RunPlan& plan) {
-    const std::string& extra = plan.options.extra_cmdline;
-    return extra.empty() ? kBaseCmdline : kBaseCmdline + (" " + extra);
+    std::string line = fmt::format("{} {}", host_platform().base_command_line(), kHarnessCmdline);
+    if (!plan.options.extra_cmdline.empty())
+        line += " " + plan.options.extra_cmdline;
+    return line;
 }
 
 } // namespace ktstr

@@ -8,7 +8,7 @@
 #include "ktstr/harness/verdict.hpp"
 #include "ktstr/io/fd_writer.hpp"
 #include "ktstr/io/thread_feed.hpp"
-#include "ktstr/vmm/x86_64/machine.hpp"
+#include "ktstr/vmm/machine.hpp"
 
 #include <algorithm>
 #include <asio/experimental/awaitable_operators.hpp>
@@ -131,13 +131,13 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
     SessionResult result;
     result.timeline.started = Clock::now();
     BootTimeline* timeline = &result.timeline;
-    x86_64::MachineConfig config;
+    MachineConfig config;
     config.topology = plan.topology;
     config.memory_bytes = plan.memory_bytes;
     config.hugepages = options.hugepages;
     config.x2apic = options.x2apic;
     config.run.timeout = plan.timeout;
-    config.bzimage = read_binary_file(plan.kernel.image);
+    config.kernel = read_binary_file(plan.kernel.image);
     guest_protocol::Key key = GuestChannel::make_key();
     config.initrd = build_initramfs(plan, key);
     config.command_line = kernel_command_line(plan);
@@ -190,7 +190,7 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
                                .executor = &executor});
     config.virtio_console_output = &channel.source(0);
     ThreadFeed com2(executor, channel.source(1));
-    config.com2_output = [&](auto bytes) {
+    config.second_uart_output = [&](auto bytes) {
         com2.write(bytes);
     };
 
@@ -202,7 +202,7 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
         console_out.emplace(executor, out);
     else if (options.verbose)
         console_out.emplace(executor, err);
-    config.com1_output = [&](auto bytes) {
+    config.console_output = [&](auto bytes) {
         console.add(bytes);
         if (console_out)
             console_out->write(bytes);
@@ -216,13 +216,13 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
     std::optional<RawTerminal> raw_terminal;
     if (options.interactive) {
         // Input waits for the guest's console (see guest_protocol::console_ready).
-        config.com1_input_gate_fd = input_gate.get();
-        config.com1_input_fd = STDIN_FILENO;
+        config.console_input_gate_fd = input_gate.get();
+        config.console_input_fd = STDIN_FILENO;
         if (::isatty(STDIN_FILENO)) {
             config.input_escape = kEscapeKey;
             raw_terminal.emplace();
         } else { // end of file for the guest's line discipline: one Ctrl-D ends a partial line
-            config.com1_input_at_end = {0x04, 0x04};
+            config.console_input_at_end = {0x04, 0x04};
         }
     }
 
@@ -244,7 +244,7 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
         }
     };
 
-    result.stop = x86_64::run_machine(config, executor, stop);
+    result.stop = run_machine(host_platform(), config, executor, stop);
     timeline->torn_down = Clock::now();
     raw_terminal.reset();
     result.exit_status = channel.exit_status();

@@ -1,5 +1,6 @@
 #include "ktstr/initramfs/shared_libraries.hpp"
 
+#include "ktstr/base/arch.hpp"
 #include "ktstr/base/error.hpp"
 #include "ktstr/base/fd.hpp"
 #include "ktstr/base/process.hpp"
@@ -33,26 +34,21 @@ std::string expand_origin(std::string dir, const fs::path& origin) {
     return dir;
 }
 
-// The ld.so cache's tag for libraries of this host's architecture.
-constexpr const char* kCacheTag =
-#if defined(__x86_64__)
-    "x86-64";
-#elif defined(__aarch64__)
-    "AArch64";
-#endif
+// How this host's ld.so names its own libraries: its cache's tag for them, and the
+// multiarch triplet of its default directories.
+struct HostLibraryNames {
+    const char* cache_tag;
+    const char* triplet;
+};
+HostLibraryNames host_library_names() {
+    return host_arch() == Arch::x86_64 ? HostLibraryNames{"x86-64", "x86_64-linux-gnu"}
+                                       : HostLibraryNames{"AArch64", "aarch64-linux-gnu"};
+}
 
-const char* const kDefaultDirs[] = {
-#if defined(__x86_64__)
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-#elif defined(__aarch64__)
-    "/lib/aarch64-linux-gnu",
-    "/usr/lib/aarch64-linux-gnu",
-#endif
-    "/lib64",
-    "/usr/lib64",
-    "/lib",
-    "/usr/lib"};
+std::vector<std::string> default_dirs() {
+    const std::string triplet = host_library_names().triplet;
+    return {"/lib/" + triplet, "/usr/lib/" + triplet, "/lib64", "/usr/lib64", "/lib", "/usr/lib"};
+}
 
 } // namespace
 
@@ -120,7 +116,7 @@ LibraryResolver::LibraryResolver() {
         auto arrow = line.find(" => ");
         auto paren = line.find(" (");
         if (arrow == std::string::npos || paren == std::string::npos ||
-            line.find(kCacheTag, paren) > arrow)
+            line.find(host_library_names().cache_tag, paren) > arrow)
             continue;
         std::string name = line.substr(0, paren);
         name.erase(0, name.find_first_not_of(" \t"));
@@ -148,7 +144,7 @@ std::optional<fs::path> LibraryResolver::find(const std::string& name,
         return found;
     if (auto it = cache_.find(name); it != cache_.end())
         return it->second;
-    return search(std::vector<std::string>(std::begin(kDefaultDirs), std::end(kDefaultDirs)));
+    return search(default_dirs());
 }
 
 std::vector<fs::path> LibraryResolver::closure(const fs::path& program) const {

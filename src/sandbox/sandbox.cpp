@@ -11,7 +11,7 @@
 #include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/kernel/module_tree.hpp"
 #include "ktstr/vmm/kvm.hpp"
-#include "ktstr/vmm/self_check.hpp"
+#include "ktstr/vmm/platform.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -395,16 +395,7 @@ int run_emulated(const SandboxOptions& options) {
 
 } // namespace
 
-bool host_kvm_runs_guests() {
-    if (!Kvm::usable())
-        return false;
-#if defined(__x86_64__)
-    std::string why;
-    return kvm_runs_64bit_guests(why);
-#else
-    return true;
-#endif
-}
+bool host_kvm_runs_guests() { return Kvm::usable() && host_platform().runs_guests().passed; }
 
 std::string shell_quote(const std::string& word) {
     std::string quoted = "'";

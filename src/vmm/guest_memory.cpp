@@ -1,5 +1,6 @@
 #include "ktstr/vmm/guest_memory.hpp"
 
+#include <algorithm>
 #include <fmt/format.h>
 #include <sys/mman.h>
 
@@ -76,6 +77,34 @@ void GuestMemory::write_bytes(GuestAddress address, std::span<const std::uint8_t
 void GuestMemory::read_bytes(GuestAddress address, std::span<std::uint8_t> out) const {
     auto source = slice(address, out.size());
     std::memcpy(out.data(), source.data(), out.size());
+}
+
+std::vector<NumaMemoryRange> split_memory_by_node(const GuestMemory& memory, std::uint32_t nodes) {
+    constexpr std::uint64_t kStep = 2ull << 20;
+    std::uint64_t share = memory.total_size() / nodes / kStep * kStep;
+    if (share == 0)
+        throw UsageError(fmt::format("{} MiB of memory cannot be split over {} NUMA nodes",
+                                     memory.total_size() >> 20, nodes));
+    std::vector<NumaMemoryRange> ranges;
+    std::uint32_t node = 0;
+    std::uint64_t left_in_node = share;
+    for (const auto& region : memory.regions()) {
+        GuestAddress at = region.start;
+        std::uint64_t left = region.size;
+        while (left > 0) {
+            bool last_node = node + 1 == nodes;
+            std::uint64_t size = last_node ? left : std::min(left, left_in_node);
+            ranges.push_back({at, size, node});
+            at = at + size;
+            left -= size;
+            left_in_node -= std::min(left_in_node, size);
+            if (left_in_node == 0 && !last_node) {
+                ++node;
+                left_in_node = share;
+            }
+        }
+    }
+    return ranges;
 }
 
 } // namespace ktstr

@@ -9,6 +9,7 @@
 #include <fmt/format.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <utility>
 #include <vector>
 
 namespace ktstr {
@@ -34,6 +35,15 @@ bool Kvm::usable() {
 int Kvm::check_extension(unsigned long capability) const {
     int value = ::ioctl(fd_.get(), KVM_CHECK_EXTENSION, capability);
     return value < 0 ? 0 : value;
+}
+
+void Kvm::require(std::span<const Capability> capabilities) const {
+    std::string missing;
+    for (auto [id, name] : capabilities)
+        if (!check_extension(id))
+            missing += std::string(missing.empty() ? "" : ", ") + name;
+    if (!missing.empty())
+        throw Error("this host's KVM lacks " + missing);
 }
 
 Vm::Vm(const Kvm& kvm) : kvm_(kvm) {
@@ -85,19 +95,7 @@ constexpr unsigned long kSetGsiRouting = _IOW(KVMIO, 0x6a, IrqRoutingHeader);
 static_assert(kSetGsiRouting == 0x4008ae6a);
 } // namespace
 
-void Vm::set_msi_routes(std::span<const std::optional<MsiMessage>> routes) const {
-    std::vector<kvm_irq_routing_entry> entries;
-    for (std::uint32_t gsi = 0; gsi < routes.size(); ++gsi) {
-        if (!routes[gsi])
-            continue;
-        kvm_irq_routing_entry& entry = entries.emplace_back();
-        entry = {};
-        entry.gsi = gsi;
-        entry.type = KVM_IRQ_ROUTING_MSI;
-        entry.u.msi.address_lo = std::uint32_t(routes[gsi]->address);
-        entry.u.msi.address_hi = std::uint32_t(routes[gsi]->address >> 32);
-        entry.u.msi.data = routes[gsi]->data;
-    }
+void Vm::set_gsi_routing(std::span<const kvm_irq_routing_entry> entries) const {
     std::vector<std::byte> block(sizeof(IrqRoutingHeader) +
                                  entries.size() * sizeof(kvm_irq_routing_entry));
     IrqRoutingHeader header{std::uint32_t(entries.size()), 0};
@@ -133,46 +131,5 @@ std::uint32_t Vcpu::run() {
         return KVM_EXIT_INTR;
     throw_errno(fmt::format("KVM_RUN on vCPU {}", id_));
 }
-
-#if defined(__x86_64__)
-std::string Vcpu::crash_state() const {
-    kvm_regs r = regs();
-    kvm_sregs sr = sregs();
-    return fmt::format("rip {:#x} rsp {:#x} cr0 {:#x} cr3 {:#x} cr4 {:#x}", r.rip, r.rsp, sr.cr0,
-                       sr.cr3, sr.cr4);
-}
-
-bool Vcpu::in_reset_state() const {
-    kvm_sregs sr = sregs();
-    return regs().rip == 0xfff0 && sr.cs.base == 0xffff0000 && !(sr.cr0 & 1);
-}
-
-kvm_regs Vcpu::regs() const {
-    kvm_regs regs{};
-    if (::ioctl(fd_.get(), KVM_GET_REGS, &regs) != 0)
-        throw_errno("KVM_GET_REGS");
-    return regs;
-}
-
-void Vcpu::set_regs(const kvm_regs& regs) const {
-    if (::ioctl(fd_.get(), KVM_SET_REGS, &regs) != 0)
-        throw_errno("KVM_SET_REGS");
-}
-
-kvm_sregs Vcpu::sregs() const {
-    kvm_sregs sregs{};
-    if (::ioctl(fd_.get(), KVM_GET_SREGS, &sregs) != 0)
-        throw_errno("KVM_GET_SREGS");
-    return sregs;
-}
-
-void Vcpu::set_sregs(const kvm_sregs& sregs) const {
-    if (::ioctl(fd_.get(), KVM_SET_SREGS, &sregs) != 0)
-        throw_errno("KVM_SET_SREGS");
-}
-#else
-std::string Vcpu::crash_state() const { return {}; }
-bool Vcpu::in_reset_state() const { return false; }
-#endif
 
 } // namespace ktstr

@@ -76,14 +76,6 @@ std::vector<std::uint32_t> Topology::llc_cpus(std::uint32_t llc) const {
     return cpus_of_llc;
 }
 
-std::uint32_t Topology::thread_bits() const { return bits_for(threads_per_core_); }
-std::uint32_t Topology::core_bits() const { return bits_for(cores_per_llc_); }
-
-std::uint32_t Topology::apic_id(std::uint32_t cpu) const {
-    CpuPlace p = place(cpu);
-    return p.llc << (core_bits() + thread_bits()) | p.core_in_llc << thread_bits() | p.thread;
-}
-
 std::uint32_t Topology::distance(std::uint32_t from, std::uint32_t to) const {
     return from == to ? 10 : 20;
 }

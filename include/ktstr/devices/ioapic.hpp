@@ -11,6 +11,15 @@
 
 namespace ktstr {
 
+// An x86 message-signalled interrupt in the form KVM's x2APIC API takes: the low address
+// word carries destination bits 0-7 (bits 19:12) and the logical-mode flag (bit 2), the high
+// word destination bits 8-31 in place; `data` holds the vector and delivery mode.
+struct MsiMessage {
+    std::uint64_t address = 0;
+    std::uint32_t data = 0;
+    bool operator==(const MsiMessage&) const = default;
+};
+
 // An 82093AA-style I/O APIC with 24 pins for a split irqchip, where the local APICs are in
 // KVM and the I/O APIC is here. It does not deliver interrupts itself: each pin's
 // redirection entry is turned into the MSI it would send, and the VMM installs those as the

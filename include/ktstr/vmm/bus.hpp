@@ -59,13 +59,4 @@ class InterruptLine {
     virtual void trigger() = 0;
 };
 
-// An x86 message-signalled interrupt in the form KVM's x2APIC API takes: the low address
-// word carries destination bits 0-7 (bits 19:12) and the logical-mode flag (bit 2), the high
-// word destination bits 8-31 in place; `data` holds the vector and delivery mode.
-struct MsiMessage {
-    std::uint64_t address = 0;
-    std::uint32_t data = 0;
-    bool operator==(const MsiMessage&) const = default;
-};
-
 } // namespace ktstr

@@ -84,4 +84,16 @@ class GuestMemory {
     std::vector<Region> regions_;
 };
 
+// Guest RAM belonging to one NUMA node; a node may own several ranges, or none.
+struct NumaMemoryRange {
+    GuestAddress start;
+    std::uint64_t size;
+    std::uint32_t node;
+};
+
+// The regions of `memory` split evenly over `nodes` NUMA nodes in address order, in 2 MiB
+// steps; the last node takes what does not divide evenly. Throws UsageError when a node
+// would get nothing.
+std::vector<NumaMemoryRange> split_memory_by_node(const GuestMemory& memory, std::uint32_t nodes);
+
 } // namespace ktstr

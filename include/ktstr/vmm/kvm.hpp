@@ -6,7 +6,6 @@
 
 #include <cstdint>
 #include <linux/kvm.h>
-#include <optional>
 #include <span>
 #include <string>
 
@@ -22,6 +21,12 @@ class Kvm {
 
     int fd() const { return fd_.get(); }
     int check_extension(unsigned long capability) const;
+    // Throws Error naming every one of `capabilities` this host's KVM lacks.
+    struct Capability {
+        unsigned long id;
+        const char* name;
+    };
+    void require(std::span<const Capability> capabilities) const;
     std::size_t vcpu_mmap_size() const { return vcpu_mmap_size_; }
 
   private:
@@ -42,9 +47,9 @@ class Vm {
     Vcpu create_vcpu(std::uint32_t id) const;
     // KVM_ENABLE_CAP on the VM; throws Error naming `name` when KVM refuses.
     void enable_capability(std::uint32_t capability, std::uint64_t argument, const char* name);
-    // Replaces the whole GSI routing table: GSI i sends routes[i], and a GSI without a
-    // route drops what its irqfd signals.
-    void set_msi_routes(std::span<const std::optional<MsiMessage>> routes) const;
+    // KVM_SET_GSI_ROUTING: replaces the whole routing table; a GSI without an entry drops
+    // what its irqfd signals.
+    void set_gsi_routing(std::span<const kvm_irq_routing_entry> entries) const;
 
   private:
     const Kvm& kvm_;
@@ -80,15 +85,6 @@ class Vcpu : public VcpuRunner {
     int fd() const { return fd_.get(); }
     kvm_run& state() const override { return *run_; }
     std::uint32_t run() override;
-    std::string crash_state() const override;
-    bool in_reset_state() const override;
-
-#if defined(__x86_64__)
-    kvm_regs regs() const;
-    void set_regs(const kvm_regs& regs) const;
-    kvm_sregs sregs() const;
-    void set_sregs(const kvm_sregs& sregs) const;
-#endif
 
   private:
     UniqueFd fd_;

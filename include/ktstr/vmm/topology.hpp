@@ -46,15 +46,6 @@ class Topology {
     std::vector<std::uint32_t> node_cpus(std::uint32_t node) const;
     std::vector<std::uint32_t> llc_cpus(std::uint32_t llc) const;
 
-    // APIC ID bit fields: bits(n) = ceil(log2 n).
-    std::uint32_t thread_bits() const;
-    std::uint32_t core_bits() const;
-    // llc << (core_bits + thread_bits) | core_in_llc << thread_bits | thread
-    std::uint32_t apic_id(std::uint32_t cpu) const;
-    std::uint32_t max_apic_id() const { return apic_id(cpus() - 1); }
-    // Above APIC ID 254 the VM needs x2APIC and a split irqchip.
-    bool needs_x2apic() const { return max_apic_id() > 254; }
-
     // SLIT-style distance between NUMA nodes: 10 local, 20 remote.
     std::uint32_t distance(std::uint32_t from, std::uint32_t to) const;
 

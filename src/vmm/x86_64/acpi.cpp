@@ -2,6 +2,7 @@
 
 #include "ktstr/base/byte_writer.hpp"
 #include "ktstr/base/error.hpp"
+#include "ktstr/vmm/x86_64/apic_id.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
 
 #include <algorithm>
@@ -126,7 +127,7 @@ std::vector<std::uint8_t> build_madt(const Topology& topology) {
     madt.u32(1);
     bool any_x2apic = false;
     for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
-        std::uint32_t apic_id = topology.apic_id(cpu);
+        std::uint32_t apic_id = apic_id_of(topology, cpu);
         if (apic_id <= kMaxXApicId) {
             madt.u8(0); // Processor Local APIC
             madt.u8(8);
@@ -181,7 +182,7 @@ std::vector<std::uint8_t> build_srat(const AcpiConfig& config) {
     srat.u32(1); // reserved, 1 for compatibility
     srat.u64(0);
     for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
-        std::uint32_t apic_id = topology.apic_id(cpu);
+        std::uint32_t apic_id = apic_id_of(topology, cpu);
         std::uint32_t domain = topology.place(cpu).node;
         if (apic_id <= kMaxXApicId) {
             srat.u8(0); // Processor Local APIC/SAPIC Affinity

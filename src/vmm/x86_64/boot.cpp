@@ -48,7 +48,7 @@ constexpr std::uint16_t kCodeSelector = 0x10; // __BOOT_CS
 constexpr std::uint16_t kDataSelector = 0x18; // __BOOT_DS
 
 template <typename T>
-T load(const std::vector<std::uint8_t>& bytes, std::size_t offset) {
+T load(std::span<const std::uint8_t> bytes, std::size_t offset) {
     T value;
     std::memcpy(&value, bytes.data() + offset, sizeof(T));
     return value;
@@ -210,8 +210,32 @@ BootInfo load_kernel(const GuestMemory& memory, const BootImage& image) {
     return {kKernel + kEntry64Offset, initrd, kernel_end};
 }
 
+kvm_regs read_regs(const Vcpu& vcpu) {
+    kvm_regs regs{};
+    if (::ioctl(vcpu.fd(), KVM_GET_REGS, &regs) != 0)
+        throw_errno("KVM_GET_REGS");
+    return regs;
+}
+
+void write_regs(const Vcpu& vcpu, const kvm_regs& regs) {
+    if (::ioctl(vcpu.fd(), KVM_SET_REGS, &regs) != 0)
+        throw_errno("KVM_SET_REGS");
+}
+
+kvm_sregs read_sregs(const Vcpu& vcpu) {
+    kvm_sregs sregs{};
+    if (::ioctl(vcpu.fd(), KVM_GET_SREGS, &sregs) != 0)
+        throw_errno("KVM_GET_SREGS");
+    return sregs;
+}
+
+void write_sregs(const Vcpu& vcpu, const kvm_sregs& sregs) {
+    if (::ioctl(vcpu.fd(), KVM_SET_SREGS, &sregs) != 0)
+        throw_errno("KVM_SET_SREGS");
+}
+
 void setup_boot_vcpu(const Vcpu& vcpu, const BootInfo& boot) {
-    kvm_sregs sregs = vcpu.sregs();
+    kvm_sregs sregs = read_sregs(vcpu);
     sregs.gdt.base = kGdt.raw();
     sregs.gdt.limit = 4 * 8 - 1;
     sregs.idt.base = 0;
@@ -225,7 +249,7 @@ void setup_boot_vcpu(const Vcpu& vcpu, const BootInfo& boot) {
     sregs.cr3 = kPml4.raw();
     sregs.cr4 = kCr4Pae;
     sregs.efer = kEferLme | kEferLma;
-    vcpu.set_sregs(sregs);
+    write_sregs(vcpu, sregs);
 
     kvm_regs regs{};
     regs.rip = boot.entry.raw();
@@ -233,18 +257,18 @@ void setup_boot_vcpu(const Vcpu& vcpu, const BootInfo& boot) {
     regs.rsp = kBootStack.raw();
     regs.rbp = kBootStack.raw();
     regs.rflags = 0x2;
-    vcpu.set_regs(regs);
+    write_regs(vcpu, regs);
 }
 
 void setup_real_mode_vcpu(const Vcpu& vcpu, GuestAddress entry) {
-    kvm_sregs sregs = vcpu.sregs();
+    kvm_sregs sregs = read_sregs(vcpu);
     sregs.cs.base = sregs.ds.base = 0;
     sregs.cs.selector = sregs.ds.selector = 0;
-    vcpu.set_sregs(sregs);
+    write_sregs(vcpu, sregs);
     kvm_regs regs{};
     regs.rip = entry.raw();
     regs.rflags = 0x2; // bit 1 is reserved and must be set
-    vcpu.set_regs(regs);
+    write_regs(vcpu, regs);
 }
 
 void setup_local_apic(const Vcpu& vcpu) {

@@ -17,6 +17,7 @@
 #include "ktstr/vmm/x86_64/cpuid.hpp"
 
 #include "ktstr/base/error.hpp"
+#include "ktstr/vmm/x86_64/apic_id.hpp"
 
 #include <algorithm>
 #include <asm/kvm_para.h>
@@ -137,10 +138,10 @@ struct VcpuLayout {
 VcpuLayout layout_of(const Topology& topology, std::uint32_t cpu) {
     return {topology,
             topology.place(cpu),
-            topology.apic_id(cpu),
-            topology.thread_bits(),
-            topology.core_bits() + topology.thread_bits(),
-            bits_for(topology.max_apic_id() + 1)};
+            apic_id_of(topology, cpu),
+            apic_thread_bits(topology),
+            apic_core_bits(topology) + apic_thread_bits(topology),
+            bits_for(max_apic_id(topology) + 1)};
 }
 
 // Leaf 0xB or 0x1F: the SMT level, the core level spanning the package, then the invalid

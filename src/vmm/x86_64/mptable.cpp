@@ -2,6 +2,7 @@
 
 #include "ktstr/base/byte_writer.hpp"
 #include "ktstr/base/error.hpp"
+#include "ktstr/vmm/x86_64/apic_id.hpp"
 #include "ktstr/vmm/x86_64/layout.hpp"
 
 #include <fmt/format.h>
@@ -53,9 +54,9 @@ void interrupt_entry(ByteWriter& table, std::uint8_t entry_type, std::uint8_t in
 
 std::vector<std::uint8_t> build_mp_table(const Topology& topology, GuestAddress base,
                                          MpProcessorSignature processor) {
-    if (topology.max_apic_id() > kMaxXApicId)
+    if (max_apic_id(topology) > kMaxXApicId)
         throw Error(fmt::format("topology {}: APIC ID {} does not fit an MP table",
-                                topology.to_string(), topology.max_apic_id()));
+                                topology.to_string(), max_apic_id(topology)));
     if (base.raw() % 16 != 0 || base.raw() + kFloatingPointerSize > 0xffffffff)
         throw Error(
             fmt::format("MP table base {:#x} is not 16-byte aligned below 4 GiB", base.raw()));
@@ -64,7 +65,7 @@ std::vector<std::uint8_t> build_mp_table(const Topology& topology, GuestAddress 
     std::uint16_t entry_count = 0;
     for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
         entries.u8(kProcessorEntry);
-        entries.u8(static_cast<std::uint8_t>(topology.apic_id(cpu)));
+        entries.u8(static_cast<std::uint8_t>(apic_id_of(topology, cpu)));
         entries.u8(kLocalApicVersion);
         entries.u8(kProcessorEnabled | (cpu == 0 ? kBootstrapProcessor : 0));
         entries.u32(processor.signature);

@@ -1,4 +1,4 @@
-#include "ktstr/vmm/self_check.hpp"
+#include "ktstr/vmm/x86_64/self_check.hpp"
 
 #include "ktstr/vmm/guest_memory.hpp"
 #include "ktstr/vmm/kvm.hpp"

@@ -16,9 +16,9 @@ namespace ktstr {
 inline constexpr std::uint32_t kIoApicPins = 24;
 
 // The FADT describes a full, not hardware-reduced, ACPI platform: a hardware-reduced one makes
-// the kernel drop the 8259 PIC and the PIT, which the in-kernel irqchip provides. A full platform must have
-// PM1a event and control blocks and an SCI, which the VMM never raises. The blocks must act as
-// plain registers: the kernel complains unless enable bits read back as it set and cleared
+// the kernel drop the 8259 PIC and the PIT, which the in-kernel irqchip provides. A full platform
+// must have PM1a event and control blocks and an SCI, which the VMM never raises. The blocks must
+// act as plain registers: the kernel complains unless enable bits read back as it set and cleared
 // them (rtc-cmos clears the RTC event, so a port nobody decodes, reading all ones, fails).
 // - PM1a event block, 4 bytes: 16-bit status (write 1 to clear), then 16-bit enable.
 // - PM1a control block, 2 bytes. The guest powers off (\_S5) by setting SLP_EN, bit 13.
@@ -26,13 +26,6 @@ inline constexpr std::uint16_t kAcpiPm1EventPort = 0x600;
 inline constexpr std::uint16_t kAcpiPm1ControlPort = 0x604;
 // The SCI is ISA IRQ 9, level-triggered and active-high, as on PC chipsets.
 inline constexpr std::uint32_t kAcpiSciIrq = 9;
-
-// Guest RAM belonging to one NUMA node; a node may own several ranges, or none.
-struct NumaMemoryRange {
-    GuestAddress start;
-    std::uint64_t size;
-    std::uint32_t node;
-};
 
 // A virtio-mmio transport, found by the guest's virtio_mmio driver through ACPI _HID
 // "LNRO0005". Its registers must lie below 4 GiB and its GSI on its own IOAPIC pin.

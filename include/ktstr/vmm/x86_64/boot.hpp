@@ -5,7 +5,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ktstr::x86_64 {
@@ -14,9 +16,9 @@ namespace ktstr::x86_64 {
 std::vector<GuestMemory::Layout> ram_layout(std::uint64_t size);
 
 struct BootImage {
-    std::vector<std::uint8_t> bzimage;
-    std::vector<std::uint8_t> initrd; // may be empty
-    std::string command_line;
+    std::span<const std::uint8_t> bzimage;
+    std::span<const std::uint8_t> initrd; // may be empty
+    std::string_view command_line;
     GuestAddress rsdp{0}; // 0: no ACPI
 };
 
@@ -31,6 +33,12 @@ struct BootInfo {
 // and identity-mapped page tables for the low 4 GiB. Throws UsageError when the image is
 // not a usable bzImage or does not fit.
 BootInfo load_kernel(const GuestMemory& memory, const BootImage& image);
+
+// A vCPU's general and segment registers (KVM_GET/SET_REGS, KVM_GET/SET_SREGS).
+kvm_regs read_regs(const Vcpu& vcpu);
+void write_regs(const Vcpu& vcpu, const kvm_regs& regs);
+kvm_sregs read_sregs(const Vcpu& vcpu);
+void write_sregs(const Vcpu& vcpu, const kvm_sregs& sregs);
 
 // Identity-mapped page tables for the low 4 GiB and a GDT with flat 64-bit segments.
 void write_long_mode_tables(const GuestMemory& memory);
