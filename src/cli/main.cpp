@@ -137,7 +137,8 @@ int main(int argc, char** argv) {
     auto* sandbox = app.add_subcommand(
         "sandbox", "Run a command where /dev/kvm exists: here if the host has it, otherwise "
                    "inside an emulated (QEMU TCG) guest with nested KVM");
-    sandbox->add_option("--arch", arch_text, "x86_64")->capture_default_str();
+    sandbox->add_option("--arch", arch_text, "x86_64 or arm64 (emulated on another host)")
+        ->capture_default_str();
     sandbox->add_option("--kernel", kernel_spec,
                         "The L1 guest's kernel: an image path or a cached version");
     sandbox->add_flag("--emulate", sandbox_options.force_emulation,

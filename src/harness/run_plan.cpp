@@ -3,6 +3,7 @@
 #include "ktstr/base/error.hpp"
 #include "ktstr/base/process.hpp"
 #include "ktstr/kernel/debian_kernel.hpp"
+#include "ktstr/vmm/platform.hpp"
 
 #include <charconv>
 #include <fmt/format.h>
@@ -74,15 +75,16 @@ RunPlan make_run_plan(const RunOptions& options) {
         throw UsageError("command '" + program + "' is not on this host");
     RunPlan plan;
     plan.options = options;
-    plan.topology = Topology::parse(options.topology);
+    plan.topology = Topology::parse(options.topology, host_platform().max_cpus());
     plan.memory_bytes = parse_memory_size(options.memory);
     if (!options.timeout.empty())
         plan.timeout = parse_duration(options.timeout);
     KernelCache cache;
-    if (!options.kernel && !cache.newest(Arch::x86_64))
-        fetch_debian_kernel(cache, Arch::x86_64, true, std::cerr);
-    plan.kernel = choose_kernel(options.kernel, Arch::x86_64, cache);
-    check_kernel_image(plan.kernel.image, Arch::x86_64);
+    const Arch arch = host_platform().arch();
+    if (!options.kernel && !cache.newest(arch))
+        fetch_debian_kernel(cache, arch, true, std::cerr);
+    plan.kernel = choose_kernel(options.kernel, arch, cache);
+    check_kernel_image(plan.kernel.image, arch);
     if (options.scheduler)
         plan.scheduler = choose_scheduler(*options.scheduler, options.scheduler_args, plan.kernel,
                                           SchedulerCache());

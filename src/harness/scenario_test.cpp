@@ -11,6 +11,7 @@
 #include "ktstr/harness/verdict.hpp"
 #include "ktstr/sandbox/sandbox.hpp"
 #include "ktstr/scenario/catalogue.hpp"
+#include "ktstr/vmm/platform.hpp"
 
 #include <chrono>
 #include <filesystem>
@@ -57,7 +58,7 @@ std::string scheduler_name(const RunPlan& plan) {
 PlannedTest plan_test(const std::string& spec, const TestOptions& options) {
     PlannedTest test;
     test.scenario = find_scenario(spec);
-    Topology topology = Topology::parse(options.run.topology);
+    Topology topology = Topology::parse(options.run.topology, host_platform().max_cpus());
     auto duration = options.duration ? parse_duration(*options.duration) : test.scenario.duration;
     test.resolved = resolve_scenario(test.scenario, topology, duration, options.seed);
     test.settings = CheckSettings::defaults();

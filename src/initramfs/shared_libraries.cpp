@@ -111,7 +111,14 @@ ElfDependencies read_elf_dependencies(const fs::path& file) {
 
 LibraryResolver::LibraryResolver() {
     // "\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1"
-    std::istringstream lines(capture_output({"ldconfig", "-p"}));
+    // In the arm64 sandbox the shared root is x86-64's: its ldconfig cannot run there, and
+    // the default directories below are what is left.
+    std::string listing;
+    try {
+        listing = capture_output({"ldconfig", "-p"});
+    } catch (const Error&) {
+    }
+    std::istringstream lines(listing);
     for (std::string line; std::getline(lines, line);) {
         auto arrow = line.find(" => ");
         auto paren = line.find(" (");

@@ -18,6 +18,8 @@ namespace ktstr {
 namespace {
 
 constexpr const char* kSuite = "trixie-backports";
+// The release itself, for packages backports does not carry.
+constexpr const char* kRelease = "trixie";
 constexpr const char* kKeyring = "/usr/share/keyrings/debian-archive-keyring.gpg";
 
 std::string os_codename() {
@@ -31,11 +33,11 @@ std::string os_codename() {
 // apt-get/apt-cache options that keep every file apt touches under `dir`.
 class PrivateApt {
   public:
-    PrivateApt(const fs::path& dir, Arch arch) : dir_(dir) {
+    PrivateApt(const fs::path& dir, Arch arch, const char* suite = kSuite) : dir_(dir) {
         fs::create_directories(dir_ / "lists" / "partial");
         fs::create_directories(dir_ / "cache" / "archives" / "partial");
         std::string sources = fmt::format("deb [arch={} signed-by={}] {} {} main\n",
-                                          debian_arch(arch), kKeyring, debian_mirror(), kSuite);
+                                          debian_arch(arch), kKeyring, debian_mirror(), suite);
         if (!fs::exists(dir_ / "sources.list") || read_file(dir_ / "sources.list") != sources)
             write_file_atomic(dir_ / "sources.list", sources);
         // An empty dpkg status: what this machine has installed is of no concern here.
@@ -220,6 +222,33 @@ CachedKernel fetch_debian_kernel(const KernelCache& cache, Arch arch, bool if_mi
     fs::rename(entry, kernel.dir);
     log << fmt::format("cached kernel {} in {}\n", kernel.name(), kernel.dir.string());
     return kernel;
+}
+
+fs::path fetch_static_busybox(Arch arch, std::ostream& log) {
+    fs::path cached = KernelCache().root().parent_path() / "sandbox" /
+                      ("busybox-" + std::string(arch_name(arch)));
+    if (fs::exists(cached))
+        return cached;
+    PrivateApt apt(KernelCache().root().parent_path() / "apt" /
+                       (std::string(arch_name(arch)) + "-" + kRelease),
+                   arch, kRelease);
+    log << fmt::format("updating the package list of {} ({})\n", kRelease, debian_arch(arch));
+    check_run(apt.command({"apt-get"}, {"update"}), quiet_in({}));
+    fs::create_directories(cached.parent_path());
+    TempDir staging(".busybox", cached.parent_path());
+    check_run(apt.command({"apt-get"}, {"download", "busybox-static"}), quiet_in(staging.path()));
+    for (const auto& deb : fs::directory_iterator(staging.path()))
+        if (deb.path().extension() == ".deb")
+            check_run({"dpkg-deb", "-x", deb.path().string(), (staging.path() / "root").string()});
+    fs::path busybox = staging.path() / "root" / "bin" / "busybox";
+    if (!fs::exists(busybox))
+        busybox = staging.path() / "root" / "usr" / "bin" / "busybox";
+    if (!fs::exists(busybox))
+        throw Error("the busybox-static package of " + std::string(debian_arch(arch)) +
+                    " holds no busybox");
+    fs::rename(busybox, cached);
+    log << fmt::format("cached busybox for {} in {}\n", arch_name(arch), cached.string());
+    return cached;
 }
 
 } // namespace ktstr

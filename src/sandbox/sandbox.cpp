@@ -8,6 +8,7 @@
 #include "ktstr/initramfs/cpio.hpp"
 #include "ktstr/initramfs/shared_libraries.hpp"
 #include "ktstr/io/relay.hpp"
+#include "ktstr/kernel/debian_kernel.hpp"
 #include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/kernel/module_tree.hpp"
 #include "ktstr/vmm/kvm.hpp"
@@ -33,9 +34,53 @@ namespace fs = std::filesystem;
 namespace ktstr {
 namespace {
 
-// Modules the L1 guest loads: KVM for AMD (the emulated CPU is always an EPYC) and 9p
-// to see the host's files.
-const std::vector<std::string> kL1Modules = {"kvm_amd", "9p", "9pnet_virtio"};
+// How QEMU emulates the L1 guest of one architecture, and how its init finds its way.
+struct L1Machine {
+    Arch arch;
+    const char* qemu;
+    const char* qemu_package;
+    std::vector<std::string> machine; // accelerator, CPU, board
+    // Modules the L1 loads: KVM where it is not built in, and 9p to see the host's files.
+    std::vector<std::string> modules;
+    const char* kernel_arguments;
+    // The kernel console, then the two ports carrying the command's stdout and stderr.
+    std::vector<std::string> output_devices;
+    const char* out_tty;
+    const char* err_tty;
+    // The host's root is x86-64: an L1 of another architecture runs its own static busybox
+    // in place of the host's shell and busybox.
+    bool foreign_userland;
+};
+
+const L1Machine kX86L1{
+    .arch = Arch::x86_64,
+    .qemu = "qemu-system-x86_64",
+    .qemu_package = "qemu-system-x86",
+    // The emulated CPU is always an EPYC: KVM for AMD, SVM with nested paging.
+    .machine = {"-accel", "tcg,thread=multi", "-cpu", "EPYC,+svm,+npt", "-M", "pc"},
+    .modules = {"kvm_amd", "9p", "9pnet_virtio"},
+    .kernel_arguments = "console=ttyS0",
+    .output_devices = {"-serial", "chardev:out", "-serial", "chardev:err"},
+    .out_tty = "/dev/ttyS1",
+    .err_tty = "/dev/ttyS2",
+    .foreign_userland = false,
+};
+
+const L1Machine kArm64L1{
+    .arch = Arch::arm64,
+    .qemu = "qemu-system-aarch64",
+    .qemu_package = "qemu-system-arm",
+    // EL2 for KVM in nVHE mode (KVM is built into Debian's arm64 kernel).
+    .machine = {"-accel", "tcg,thread=multi", "-cpu", "max", "-M",
+                "virt,virtualization=on,gic-version=3"},
+    .modules = {"9p", "9pnet_virtio"},
+    .kernel_arguments = "console=ttyAMA0 kvm-arm.mode=nvhe",
+    // The board has one UART (the console); a PCI card brings two 16550s for the output.
+    .output_devices = {"-device", "pci-serial-2x,chardev1=out,chardev2=err"},
+    .out_tty = "/dev/ttyS0",
+    .err_tty = "/dev/ttyS1",
+    .foreign_userland = true,
+};
 constexpr const char* kMountOptions = "trans=virtio,version=9p2000.L,msize=512000";
 // The L1 writes its heartbeat every 5 s at nice -20; this long without one is a hang.
 constexpr std::chrono::seconds kL1HeartbeatLimit{120};
@@ -45,13 +90,13 @@ constexpr std::chrono::seconds kL1HeartbeatLimit{120};
 constexpr const char* kL1Init = R"(#!/bin/busybox sh
 /bin/busybox --install -s /bin
 export PATH=/bin
-fail() { echo "ktstr sandbox: L1 guest: $*" > /dev/ttyS2; poweroff -f; }
+fail() { echo "ktstr sandbox: L1 guest: $*" > @ERR_TTY@; poweroff -f; }
 mkdir -p /proc /sys /dev /host /run/ktstr
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 for m in $(cat /etc/ktstr-modules); do insmod "/lib/modules/$m" || fail "insmod $m failed"; done
-[ -c /dev/kvm ] || fail "/dev/kvm did not appear after loading kvm_amd"
+[ -c /dev/kvm ] || fail "/dev/kvm did not appear"
 opts=@MOUNT_OPTIONS@
 mount -t 9p -o "$opts" ktstr_run /run/ktstr || fail "cannot mount the run directory"
 mount -t 9p -o "$opts,ro,cache=loose" hostroot /host || fail "cannot mount the host's root"
@@ -62,21 +107,29 @@ mount -t tmpfs tmpfs /host/run
 while read -r tag path; do
   mkdir -p "/host$path" && mount -t 9p -o "$opts" "$tag" "/host$path" || fail "cannot mount $path"
 done < /run/ktstr/shares
-stty -F /dev/ttyS1 raw -echo
-stty -F /dev/ttyS2 raw -echo
+stty -F @OUT_TTY@ raw -echo
+stty -F @ERR_TTY@ raw -echo
+# A foreign userland: this busybox stands in for the host's (an x86-64 root's programs
+# cannot run here).
+if [ -n "@FOREIGN@" ]; then
+  mount --bind /bin/busybox /host/bin/busybox || fail "cannot bind busybox"
+  shell="/bin/busybox sh"
+else
+  shell=/bin/sh
+fi
 # A heartbeat the host watches: an L1 that hangs without ending is seen, and ended.
 sh -c 'renice -n -20 -p $$ > /dev/null; while :; do date +%s > /run/ktstr/heartbeat; sleep 5; done' &
 # The script holds the host's environment: it leaves the host's disk as soon as it is read.
 cp /run/ktstr/command.sh /host/run/ktstr-command.sh && rm -f /run/ktstr/command.sh
-run() { chroot /host /bin/sh /run/ktstr-command.sh; echo $? > /run/ktstr/status; }
+run() { chroot /host $shell /run/ktstr-command.sh; echo $? > /run/ktstr/status; }
 if [ -e /run/ktstr/interactive ]; then
-  run < /dev/ttyS1 > /dev/ttyS1 2> /dev/ttyS2
+  run < @OUT_TTY@ > @OUT_TTY@ 2> @ERR_TTY@
 else
   # Pipes, not terminals, as the command would see under a test runner on the host.
   mkfifo /stdout /stderr
-  cat /stdout > /dev/ttyS1 &
+  cat /stdout > @OUT_TTY@ &
   relay_out=$!
-  cat /stderr > /dev/ttyS2 &
+  cat /stderr > @ERR_TTY@ &
   relay_err=$!
   run < /dev/null > /stdout 2> /stderr
   wait $relay_out $relay_err
@@ -156,17 +209,23 @@ bool is_static_elf(const fs::path& file) {
     }
 }
 
-fs::path find_static_busybox() {
+// The L1's busybox: the host's for an x86-64 L1, Debian's for another architecture.
+fs::path find_static_busybox(const L1Machine& machine) {
+    if (machine.foreign_userland)
+        return fetch_static_busybox(machine.arch, std::cerr);
     for (fs::path candidate : {"/bin/busybox", "/usr/bin/busybox"})
         if (fs::exists(candidate) && is_static_elf(candidate))
             return candidate;
     throw Error("no static busybox found: install busybox-static (scripts/setup does)");
 }
 
-// The L1 initramfs depends only on the kernel and the host's busybox; cache it per kernel.
-fs::path l1_initramfs(const KernelChoice& kernel) {
-    fs::path busybox = find_static_busybox();
+// The L1 initramfs depends only on the kernel and the busybox; cache it per kernel.
+fs::path l1_initramfs(const KernelChoice& kernel, const L1Machine& machine) {
+    fs::path busybox = find_static_busybox(machine);
     std::string init = replace_all(kL1Init, "@MOUNT_OPTIONS@", kMountOptions);
+    init = replace_all(init, "@OUT_TTY@", machine.out_tty);
+    init = replace_all(init, "@ERR_TTY@", machine.err_tty);
+    init = replace_all(init, "@FOREIGN@", machine.foreign_userland ? "yes" : "");
     // Rebuilt when the init script, the kernel or busybox changes.
     std::string key = fmt::format(
         "{:016x}", std::hash<std::string>{}(init + file_stamp(kernel.image) + file_stamp(busybox)));
@@ -182,7 +241,7 @@ fs::path l1_initramfs(const KernelChoice& kernel) {
     std::string module_list;
     if (kernel.cached) {
         ModuleTree tree(kernel.cached->modules_dir());
-        for (const auto& module : tree.load_order(kL1Modules)) {
+        for (const auto& module : tree.load_order(machine.modules)) {
             // busybox insmod hands the bytes to init_module, which wants them uncompressed.
             std::vector<std::uint8_t> bytes = read_binary_file(tree.root() / module);
             std::string name = module.filename().string();
@@ -267,43 +326,39 @@ std::vector<fs::path> writable_paths() {
 }
 
 int run_emulated(const SandboxOptions& options) {
-    if (options.arch != Arch::x86_64)
-        throw UsageError("the emulated sandbox runs x86_64 guests only for now");
-    auto qemu = find_program("qemu-system-x86_64");
+    const L1Machine& machine = options.arch == Arch::x86_64 ? kX86L1 : kArm64L1;
+    auto qemu = find_program(machine.qemu);
     if (!qemu)
-        throw Error("qemu-system-x86_64 not found: install qemu-system-x86 (scripts/setup does)");
+        throw Error(fmt::format("{} not found: install {} (scripts/setup does)", machine.qemu,
+                                machine.qemu_package));
     KernelChoice kernel = choose_kernel(options.kernel, options.arch, KernelCache());
-    fs::path initramfs = l1_initramfs(kernel);
+    fs::path initramfs = l1_initramfs(kernel, machine);
 
     TempDir run_dir("ktstr-sandbox");
     write_file_atomic(run_dir.path() / "command.sh", command_script(options.command));
     fs::permissions(run_dir.path() / "command.sh", fs::perms::owner_read | fs::perms::owner_write);
     std::string shares;
-    std::vector<std::string> argv = {
-        qemu->string(),
-        "-accel",
-        "tcg,thread=multi",
-        "-cpu",
-        "EPYC,+svm,+npt",
-        "-smp",
-        "2",
-        "-m",
-        "4G",
-        "-M",
-        "pc",
-        "-nodefaults",
-        "-no-reboot",
-        "-display",
-        "none",
-        "-kernel",
-        kernel.image.string(),
-        "-initrd",
-        initramfs.string(),
-        "-append",
-        "console=ttyS0 quiet panic=-1 rdinit=/init mitigations=off",
-        "-serial",
-        "file:" + (run_dir.path() / "console.log").string(),
-    };
+    std::vector<std::string> argv = {qemu->string()};
+    argv.insert(argv.end(), machine.machine.begin(), machine.machine.end());
+    argv.insert(argv.end(), {
+                                "-smp",
+                                "2",
+                                "-m",
+                                "4G",
+                                "-nodefaults",
+                                "-no-reboot",
+                                "-display",
+                                "none",
+                                "-kernel",
+                                kernel.image.string(),
+                                "-initrd",
+                                initramfs.string(),
+                                "-append",
+                                fmt::format("{} quiet panic=-1 rdinit=/init mitigations=off",
+                                            machine.kernel_arguments),
+                                "-serial",
+                                "file:" + (run_dir.path() / "console.log").string(),
+                            });
     // The command's output reaches ours through pipes (fds 3 and 4 in QEMU), so that it is
     // written through our own descriptors; QEMU's own messages go to a log. On a terminal,
     // the command's stdout and stdin are QEMU's stdio instead, for interactive use.
@@ -314,8 +369,8 @@ int run_emulated(const SandboxOptions& options) {
     } else {
         argv.insert(argv.end(), {"-chardev", "file,id=out,path=/proc/self/fd/3"});
     }
-    argv.insert(argv.end(), {"-serial", "chardev:out", "-chardev",
-                             "file,id=err,path=/proc/self/fd/4", "-serial", "chardev:err"});
+    argv.insert(argv.end(), {"-chardev", "file,id=err,path=/proc/self/fd/4"});
+    argv.insert(argv.end(), machine.output_devices.begin(), machine.output_devices.end());
     auto add_share = [&](const std::string& tag, const fs::path& path, bool read_only) {
         argv.insert(argv.end(),
                     {"-fsdev",
@@ -334,8 +389,11 @@ int run_emulated(const SandboxOptions& options) {
     write_file_atomic(run_dir.path() / "shares", shares);
 
     std::cerr << "ktstr sandbox: "
-              << (Kvm::usable() ? "this host's /dev/kvm cannot run guests"
-                                : "no /dev/kvm on this host")
+              << (options.arch != host_arch()
+                      ? fmt::format("{} guests need an emulated {} host", arch_name(options.arch),
+                                    arch_name(options.arch))
+                  : Kvm::usable() ? std::string("this host's /dev/kvm cannot run guests")
+                                  : std::string("no /dev/kvm on this host"))
               << "; running under nested KVM in a QEMU TCG guest (timings are emulated)"
               << std::endl;
     UniqueFd qemu_log(::open((run_dir.path() / "qemu.log").c_str(),
@@ -410,7 +468,8 @@ int run_in_sandbox(const SandboxOptions& options) {
             "sandbox: no command given (usage: ktstr sandbox [options] -- CMD [ARGS...])");
     if (options.kernel) // a bad --kernel is an error wherever the command would run
         choose_kernel(options.kernel, options.arch, KernelCache());
-    if (options.force_emulation || !host_kvm_runs_guests())
+    // Another architecture's guests run only under emulation.
+    if (options.force_emulation || options.arch != host_arch() || !host_kvm_runs_guests())
         return run_emulated(options);
     std::cerr << "ktstr sandbox: this host's /dev/kvm works; running the command directly"
               << std::endl;

@@ -107,6 +107,14 @@ StopReason run_machine(const Platform& platform, const MachineConfig& config,
 
     Bus io, mmio;
     arch->add_irqchip_and_devices(io, mmio, stop);
+    // The interrupt controller is complete only with every vCPU (the arm64 GIC), and an
+    // irqfd needs it complete: vCPUs first, then the devices.
+    std::vector<Vcpu> vcpus;
+    for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
+        vcpus.push_back(vm.create_vcpu(arch->vcpu_id(cpu)));
+        arch->setup_vcpu(vcpus.back(), cpu);
+    }
+    arch->after_vcpus(vcpus);
     const DevicePlacement placement = arch->device_placement();
     const DeviceSlot& console_slot = placement.virtio_console;
     auto console = std::make_shared<VirtioMmioTransport>(
@@ -131,12 +139,6 @@ StopReason run_machine(const Platform& platform, const MachineConfig& config,
                                      config.console_input_at_end, *console_uart, stop),
                        asio::detached);
 
-    std::vector<Vcpu> vcpus;
-    for (std::uint32_t cpu = 0; cpu < topology.cpus(); ++cpu) {
-        vcpus.push_back(vm.create_vcpu(arch->vcpu_id(cpu)));
-        arch->setup_vcpu(vcpus.back(), cpu);
-    }
-    arch->after_vcpus(vcpus);
     if (config.on_started)
         config.on_started();
     std::vector<MachineVcpu> machine_vcpus;

@@ -19,6 +19,10 @@ std::string debian_mirror();
 CachedKernel fetch_debian_kernel(const KernelCache& cache, Arch arch, bool if_missing,
                                  std::ostream& log);
 
+// A static busybox for `arch` (Debian's busybox-static from the release), downloaded once
+// into the ktstr cache: the userland of an emulated sandbox for another architecture.
+std::filesystem::path fetch_static_busybox(Arch arch, std::ostream& log);
+
 // Downloads the Debian source package of a cached kernel (linux-source-<major.minor> at the
 // kernel's own package version, from the same suite) into `dir` and returns its path.
 std::filesystem::path download_kernel_source(const CachedKernel& kernel,

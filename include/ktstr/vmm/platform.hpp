@@ -51,8 +51,9 @@ struct PlatformVmOptions {
 };
 
 // The architecture's part of one VM, asked for in this order by the core (run_machine):
-// RAM layout, device placement, firmware and kernel, irqchip and platform devices, then
-// each vCPU, then the hook after all vCPUs exist. Exceptions name what failed.
+// RAM layout, firmware and kernel, irqchip and platform devices, each vCPU, the hook after
+// all vCPUs exist, then device placement (the devices with irqfds come last: arm64's GIC
+// takes none before it is complete). Exceptions name what failed.
 class PlatformVm {
   public:
     virtual ~PlatformVm() = default;
