@@ -21,6 +21,24 @@ CommandResult run_shell(const std::string& command) {
 // again here, in the same sandbox, so that one spoiled boot does not repeat the test's
 // other boots; each such try is recorded like the outer retries
 // (tests/retry_sandbox_failures.sh). When the L1 itself dies, that outer retry takes over.
+void unless_spoiled_by_sandbox(int ktstr_status, const std::string& detail) {
+    if (ktstr_status != 75)
+        return;
+    std::fprintf(stderr, "ktstr: a failure of the emulated sandbox:\n%s\n", detail.c_str());
+    std::exit(75);
+}
+
+int status_in(const std::string& output) {
+    auto at = output.find("status=");
+    if (at == std::string::npos)
+        return -1;
+    try {
+        return std::stoi(output.substr(at + 7));
+    } catch (const std::exception&) {
+        return -1;
+    }
+}
+
 CommandResult run_ktstr(const std::string& args) {
     constexpr int kTries = 3;
     for (int attempt = 1;; ++attempt) {

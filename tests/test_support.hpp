@@ -18,4 +18,12 @@ CommandResult run_shell(const std::string& command);
 // once, which the test command treats as a sandbox failure (and may retry).
 CommandResult run_ktstr(const std::string& args);
 
+// For a test that runs ktstr inside a script of its own (signals, pipes): when that run
+// ended with status 75, ktstr classified it as spoiled by the emulated sandbox, and the
+// test cannot be judged: this exits with 75, which the test command treats as a sandbox
+// failure. `detail` is what the run printed.
+void unless_spoiled_by_sandbox(int ktstr_status, const std::string& detail);
+// N from the first "status=N" a test's script printed; -1 when there is none.
+int status_in(const std::string& output);
+
 } // namespace ktstr::test
