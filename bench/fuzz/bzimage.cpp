@@ -69,7 +69,9 @@ void check_loaded(const GuestMemory& ram, const BootImage& image, const BootInfo
     std::memcpy(&cmdline_at, params.data() + 0x228, 4);
     KTSTR_FUZZ_CHECK(cmdline_at == kCommandLine.raw());
     auto cmdline = ram.slice(kCommandLine, image.command_line.size() + 1);
+    // An empty command line's view may have no data pointer, which memcmp must not get.
     KTSTR_FUZZ_CHECK(
+        image.command_line.empty() ||
         std::memcmp(cmdline.data(), image.command_line.data(), image.command_line.size()) == 0);
     KTSTR_FUZZ_CHECK(cmdline[image.command_line.size()] == 0);
     KTSTR_FUZZ_CHECK(image.command_line.size() <= field<std::uint32_t>(bz, 0x238));
