@@ -299,3 +299,30 @@ TEST_CASE("a KVM internal error counts as the sandbox's only inside the emulated
     CHECK(inside.name == "sandbox_failure");
     CHECK(inside.status == 75);
 }
+
+TEST_CASE("a failure while this machine's kernel reported trouble is the sandbox's only inside "
+          "the emulated sandbox; a pass stands",
+          "[verdict]") {
+    SessionResult result;
+    result.host_trouble = "rcu: INFO: rcu_preempt detected stalls on CPUs/tasks:";
+    Verdict ejected{"scheduler_ejected", verdicts::kEjected,
+                    "the kernel ejected scheduler scx_simple\nmore", "console"};
+    ::unsetenv("KTSTR_IN_SANDBOX");
+    Verdict outside = account_for_host(ejected, result);
+    CHECK(outside.name == "scheduler_ejected");
+    CHECK(outside.status == verdicts::kEjected);
+    CHECK(outside.message.ends_with("; meanwhile this machine's kernel reported: " +
+                                    result.host_trouble));
+    ::setenv("KTSTR_IN_SANDBOX", "emulated", 1);
+    Verdict inside = account_for_host(ejected, result);
+    CHECK(inside.name == "sandbox_failure");
+    CHECK(inside.status == 75);
+    CHECK(inside.message == "scheduler_ejected (the kernel ejected scheduler scx_simple), while "
+                            "the emulated sandbox's L1 kernel reported: " +
+                                result.host_trouble);
+    CHECK(inside.detail == "console");
+    CHECK(account_for_host({"passed", verdicts::kPassed}, result).name == "passed");
+    result.host_trouble.clear();
+    CHECK(account_for_host(ejected, result).name == "scheduler_ejected");
+    ::unsetenv("KTSTR_IN_SANDBOX");
+}

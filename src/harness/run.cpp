@@ -22,7 +22,7 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
         *timeline = result.timeline;
     std::optional<SchedulerFate> fate =
         read_scheduler_fate(result.reports, result.scheduler_output);
-    Verdict verdict = judge_run(plan, result, fate);
+    Verdict verdict = account_for_host(judge_run(plan, result, fate), result);
     if (!verdict.detail.empty())
         std::cerr << verdict.detail;
     if (!verdict.message.empty())

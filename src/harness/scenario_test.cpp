@@ -282,7 +282,8 @@ int run_tests(const TestOptions& options) {
             RunPlan under_default = test.plan;
             under_default.scheduler.reset();
             SessionResult reference = run_session(under_default);
-            Verdict reference_verdict = judge_run(under_default, reference, std::nullopt);
+            Verdict reference_verdict =
+                account_for_host(judge_run(under_default, reference, std::nullopt), reference);
             baseline_spoiled = reference_verdict.name == "sandbox_failure";
             for (const auto& report : reference.reports)
                 if (text_of(report, "type") == "worker")
@@ -300,7 +301,7 @@ int run_tests(const TestOptions& options) {
         ScenarioRun data = run_data(test, session.reports);
         data.baseline_workers = scenario_run_from_reports(test.resolved, baseline).workers;
         std::vector<CheckResult> checks = evaluate_checks(data, test.settings);
-        Verdict verdict = judge_test(run_verdict, checks, data);
+        Verdict verdict = account_for_host(judge_test(run_verdict, checks, data), session);
         double seconds = std::chrono::duration<double>(Clock::now() - start).count();
         print_report(title, verdict, data, checks, seconds);
         TestOutcome outcome{test.scenario.name, verdict, checks, seconds,

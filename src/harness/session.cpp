@@ -3,6 +3,7 @@
 #include "ktstr/base/fd.hpp"
 #include "ktstr/base/files.hpp"
 #include "ktstr/base/hang_watchdog.hpp"
+#include "ktstr/base/kernel_log.hpp"
 #include "ktstr/harness/boot_images.hpp"
 #include "ktstr/harness/guest_channel.hpp"
 #include "ktstr/harness/verdict.hpp"
@@ -128,6 +129,7 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
     std::optional<HangWatchdog> watchdog;
     if (plan.timeout)
         watchdog.emplace(*plan.timeout + kHangMargin, "the run", verdicts::kError);
+    KernelLogWatch host_log;
     SessionResult result;
     result.timeline.started = Clock::now();
     BootTimeline* timeline = &result.timeline;
@@ -254,6 +256,7 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
     result.command_not_run = channel.command_not_run();
     result.reports = channel.reports();
     result.scheduler_output = scheduler_output.text();
+    result.host_trouble = host_log.trouble();
     return result;
 }
 

@@ -215,4 +215,21 @@ Verdict judge_run(const RunPlan& plan, const SessionResult& result,
     }
 }
 
+Verdict account_for_host(Verdict verdict, const SessionResult& result) {
+    if (verdict.status == verdicts::kPassed || result.host_trouble.empty())
+        return verdict;
+    if (std::getenv(kInSandboxVariable)) {
+        std::string said = verdict.message.substr(0, verdict.message.find('\n'));
+        return {"sandbox_failure", kSandboxFailureStatus,
+                fmt::format("{}{}, while the emulated sandbox's L1 kernel reported: {}",
+                            verdict.name, said.empty() ? "" : " (" + said + ")",
+                            result.host_trouble),
+                verdict.detail};
+    }
+    verdict.message += (verdict.message.empty() ? "" : "; ") +
+                       std::string("meanwhile this machine's kernel reported: ") +
+                       result.host_trouble;
+    return verdict;
+}
+
 } // namespace ktstr

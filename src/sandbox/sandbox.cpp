@@ -3,6 +3,7 @@
 #include "ktstr/base/error.hpp"
 #include "ktstr/base/fd.hpp"
 #include "ktstr/base/files.hpp"
+#include "ktstr/base/kernel_log.hpp"
 #include "ktstr/base/process.hpp"
 #include "ktstr/base/xz.hpp"
 #include "ktstr/initramfs/cpio.hpp"
@@ -260,22 +261,6 @@ fs::path l1_initramfs(const KernelChoice& kernel, const L1Machine& machine) {
     return cached;
 }
 
-// The first line of the L1 kernel's console that says the L1 itself is unwell: a lockup,
-// a stall, an oops or a panic (they print even with `quiet`); empty if there is none.
-std::string l1_kernel_trouble(const std::string& console) {
-    for (const char* marker :
-         {"soft lockup", "hard LOCKUP", "self-detected stall", "rcu_preempt detected stall",
-          "rcu_sched detected stall", "blocked for more than", "BUG:", "Oops:", "Kernel panic"}) {
-        auto at = console.find(marker);
-        if (at == std::string::npos)
-            continue;
-        auto begin = console.rfind('\n', at);
-        begin = begin == std::string::npos ? 0 : begin + 1;
-        return console.substr(begin, console.find('\n', at) - begin);
-    }
-    return {};
-}
-
 std::string command_script(const std::vector<std::string>& command) {
     std::string script = "cd " + shell_quote(fs::current_path().string()) + " || exit 127\n";
     for (char** env = environ; *env; ++env) {
@@ -445,7 +430,7 @@ int run_emulated(const SandboxOptions& options) {
     int status = std::stoi(read_file(status_file));
     // A command that failed while the L1 kernel itself was in trouble failed for the
     // sandbox's reasons; its verdict cannot be trusted either way.
-    if (std::string trouble = l1_kernel_trouble(console); status != 0 && !trouble.empty())
+    if (std::string trouble = kernel_trouble_line(console); status != 0 && !trouble.empty())
         throw SandboxFailure("the command failed (status " + std::to_string(status) +
                              ") while the emulated L1 kernel reported: " + trouble);
     return status;

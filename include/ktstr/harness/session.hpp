@@ -21,6 +21,7 @@ struct SessionResult {
     bool command_not_run = false;        // the init did not start it (the scheduler failed)
     std::vector<nlohmann::json> reports; // what the init reported (the scheduler's fate)
     std::string scheduler_output;        // the tail of the scheduler's stdout and stderr
+    std::string host_trouble;            // what this machine's kernel reported meanwhile
     BootTimeline timeline;
 };
 

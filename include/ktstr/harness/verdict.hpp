@@ -53,4 +53,10 @@ std::string find_hang_report(const std::string& console);
 Verdict judge_run(const RunPlan& plan, const SessionResult& result,
                   const std::optional<SchedulerFate>& fate);
 
+// A verdict other than a pass, reached while this machine's own kernel reported trouble (a
+// lockup, an RCU stall): under the emulated sandbox that run is the sandbox's failure (its
+// stalled L1 stalls the guest's vCPUs, which the guest then blames on the scheduler);
+// elsewhere the verdict stands and its message says what the host reported.
+Verdict account_for_host(Verdict verdict, const SessionResult& result);
+
 } // namespace ktstr
