@@ -27,11 +27,12 @@ case $check in
   nproc) # vCPUs 1-7 start powered off and come up through PSCI CPU_ON
     sandboxed run --topology 2n4l2c1t -- /bin/busybox nproc; expect 0 $?
     [ "$(grep -v '^ktstr sandbox' "$out")" = 8 ] || { echo "arm64 nproc:"; cat "$out"; exit 1; } ;;
-  topology) # the device tree's NUMA nodes, clusters (LLCs) and distances, as the guest sees them
+  topology) # the device tree's NUMA nodes, clusters, LLCs (the level-2 cache's sharers) and
+    # distances, as the guest sees them
     sandboxed run --topology 2n4l2c1t -- /bin/busybox sh -c \
-      'cd /sys/devices/system; cat cpu/cpu0/topology/cluster_cpus_list cpu/cpu7/topology/cluster_cpus_list node/node0/cpulist node/node1/cpulist node/node0/distance'
+      'cd /sys/devices/system; cat cpu/cpu0/topology/cluster_cpus_list cpu/cpu7/topology/cluster_cpus_list cpu/cpu2/cache/index2/level cpu/cpu2/cache/index2/shared_cpu_list node/node0/cpulist node/node1/cpulist node/node0/distance'
     expect 0 $?
-    [ "$(grep -v '^ktstr sandbox' "$out" | tr '\n' ' ')" = "0-1 6-7 0-3 4-7 10 20 " ] ||
+    [ "$(grep -v '^ktstr sandbox' "$out" | tr '\n' ' ')" = "0-1 6-7 2 2-3 0-3 4-7 10 20 " ] ||
       { echo "arm64 topology:"; cat "$out"; exit 1; } ;;
   bzimage) # an x86 kernel handed to the arm64 VM: a one-line error and status 2, before a boot
     x86_kernel=$(ls "${XDG_CACHE_HOME:-$HOME/.cache}"/ktstr/kernels/*-x86_64/vmlinuz | head -1)

@@ -214,6 +214,9 @@ void check_topology(const DtsNode& root, const Machine& machine) {
         REQUIRE(cell((*node)["reg"]) == affinity);
         cpu_by_phandle[cell((*node)["phandle"])] = cpu;
         cpus_by_cache[cell((*node)["next-level-cache"])].insert(cpu);
+        // Two level-1 leaves for Linux, as CLIDR_EL1's Ctype1 (separate) says.
+        for (const char* property : {"cache-unified", "cache-size", "i-cache-size", "d-cache-size"})
+            REQUIRE_FALSE(node->has(property));
         if (numa)
             REQUIRE(cell((*node)["numa-node-id"]) == topology.place(cpu).node);
         else
@@ -230,7 +233,7 @@ void check_topology(const DtsNode& root, const Machine& machine) {
         ++cache_nodes;
         REQUIRE(node["compatible"] == quoted("cache"));
         REQUIRE(node.has("cache-unified"));
-        REQUIRE(cell(node["cache-level"]) == 2);
+        REQUIRE(cell(node["cache-level"]) == kLlcLevel);
         auto sharers = cpus_by_cache.find(cell(node["phandle"]));
         REQUIRE(sharers != cpus_by_cache.end());
         llc_groups.insert(sharers->second);
@@ -483,4 +486,19 @@ TEST_CASE("device tree larger than 2 MiB is refused", "[aarch64]") {
     } catch (const Error& error) {
         REQUIRE(std::string(error.what()).find("2 MiB") != std::string::npos);
     }
+}
+
+TEST_CASE("CLIDR_EL1 describes the device tree's caches: split L1, unified LLC, nothing past it",
+          "[device_tree]") {
+    auto ctype = [](unsigned level) {
+        return (kClidrEl1 >> (3 * (level - 1))) & 7;
+    };
+    CHECK(ctype(1) == 3);         // separate instruction and data
+    CHECK(ctype(kLlcLevel) == 4); // unified
+    for (unsigned level = kLlcLevel + 1; level <= 7; ++level)
+        CHECK(ctype(level) == 0);
+    CHECK(((kClidrEl1 >> 24) & 7) == kLlcLevel); // LoC: the LLC is the point of coherency
+    CHECK(((kClidrEl1 >> 21) & 7) == 1);         // LoUIS
+    CHECK(((kClidrEl1 >> 27) & 7) == 1);         // LoUU
+    CHECK((kClidrEl1 >> 30) == 0);               // no ICB, no tag caches
 }

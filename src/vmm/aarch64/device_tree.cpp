@@ -34,12 +34,8 @@ constexpr std::uint32_t kGicPhandle = 1;
 // Linux's generic cacheinfo (drivers/base/cacheinfo.c) gives a CPU's cache leaves of level 1
 // the cpu node itself, and each further leaf the next node along next-level-cache; two CPUs
 // share a leaf when it is the same node (fw_token), which becomes the leaf's shared_cpu_list
-// and, for the last level, the scheduler's LLC (llc_sibling in arch_topology.c). The leaf
-// count comes from CLIDR_EL1, raised to the last node's cache-level (arm64 init_cache_level),
-// and cacheinfo gives up if the chain runs out first. KVM (since 6.3) fabricates CLIDR_EL1
-// with one or two levels (reset_clidr), so the LLC is one level-2 node right after the cpu:
-// enough nodes for either form.
-constexpr std::uint32_t kLlcLevel = 2;
+// and, for the last level, the scheduler's LLC (llc_sibling in arch_topology.c). The levels
+// are kLlcLevel's (device_tree.hpp), which the vCPUs' CLIDR_EL1 repeats.
 
 // Cells of a 64-bit value, most significant first, as the tree stores them.
 void push_u64(std::vector<std::uint32_t>& cells, std::uint64_t value) {

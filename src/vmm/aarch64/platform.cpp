@@ -30,6 +30,7 @@ constexpr std::uint64_t kPstate = core_register(offsetof(kvm_regs, regs.pstate))
 constexpr std::uint64_t general_register(unsigned n) {
     return core_register(offsetof(kvm_regs, regs.regs) + n * sizeof(std::uint64_t));
 }
+constexpr std::uint64_t kClidrRegister = ARM64_SYS_REG(3, 1, 0, 0, 1);
 // EL1 with its own stack pointer, every exception masked: booting.rst's entry state.
 constexpr std::uint64_t kBootPstate = 0x3c5;
 
@@ -161,6 +162,12 @@ class Arm64Vm : public PlatformVm {
 
     void setup_vcpu(const Vcpu& vcpu, std::uint32_t cpu) override {
         init_vcpu(vcpu, vcpu_init_, cpu != 0);
+        // KVM takes a CLIDR_EL1 from userspace since Linux 6.3.
+        kvm_one_reg clidr{kClidrRegister, reinterpret_cast<std::uint64_t>(&kClidrEl1)};
+        if (::ioctl(vcpu.fd(), KVM_SET_ONE_REG, &clidr) != 0)
+            throw_errno(fmt::format("setting CLIDR_EL1 on vCPU {} (KVM does so from Linux 6.3 "
+                                    "on), which the device tree's caches need",
+                                    vcpu.id()));
     }
 
     void after_vcpus(std::span<const Vcpu> vcpus) override {

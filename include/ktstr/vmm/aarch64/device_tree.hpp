@@ -11,6 +11,20 @@
 
 namespace ktstr::aarch64 {
 
+// The cache hierarchy the tree describes, and CLIDR_EL1 saying the same to every vCPU: an L1
+// split into instruction and data caches (the cpu node itself, which declares neither size
+// nor cache-unified, so Linux counts two leaves for it), then one unified level-2 cache per
+// LLC, the last level. Linux's cacheinfo counts leaves from the tree but types them from
+// CLIDR_EL1, and stops at the first leaf CLIDR_EL1 leaves out; KVM's own CLIDR_EL1 follows
+// the host's CTR_EL0 (one unified L1 under QEMU's `-cpu max`), which would hide the LLC.
+inline constexpr std::uint32_t kLlcLevel = 2;
+inline constexpr std::uint64_t kClidrSeparate = 3, kClidrUnified = 4;
+inline constexpr std::uint64_t kClidrEl1 = kClidrSeparate                   // Ctype1
+                                           | kClidrUnified << 3             // Ctype2
+                                           | std::uint64_t(1) << 21         // LoUIS
+                                           | std::uint64_t(kLlcLevel) << 24 // LoC
+                                           | std::uint64_t(1) << 27;        // LoUU
+
 struct DeviceTreeConfig {
     const Topology& topology;
     const MemoryMap& memory_map; // for as many vCPUs as the topology has
