@@ -1,4 +1,6 @@
+#include "ktstr/base/arch.hpp"
 #include "ktstr/base/error.hpp"
+#include "ktstr/base/files.hpp"
 #include "ktstr/base/process.hpp"
 #include "ktstr/initramfs/shared_libraries.hpp"
 #include "test_support.hpp"
@@ -46,4 +48,38 @@ TEST_CASE("a program's library closure matches ldd's", "[libs]") {
         CHECK(libraries > 0);
         CHECK(files.size() == std::size_t(libraries) + 2); // plus the program and ld.so
     }
+}
+
+TEST_CASE("the ld.so cache read from its file lists what ldconfig -p lists", "[libs]") {
+    std::vector<std::uint8_t> file = read_binary_file("/etc/ld.so.cache");
+    bool x86 = host_arch() == Arch::x86_64;
+    auto cache = read_ld_so_cache(file, x86 ? 0x0303 : 0x0a03);
+    // "\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1", first entry first
+    std::map<std::string, std::filesystem::path> listed;
+    std::istringstream lines(capture_output({"ldconfig", "-p"}));
+    for (std::string line; std::getline(lines, line);) {
+        auto arrow = line.find(" => "), paren = line.find(" (");
+        if (arrow == std::string::npos || paren == std::string::npos ||
+            line.substr(paren, arrow - paren) != (x86 ? " (libc6,x86-64)" : " (libc6,AArch64)"))
+            continue;
+        std::string name = line.substr(0, paren);
+        listed.emplace(name.substr(name.find_first_not_of(" \t")), line.substr(arrow + 4));
+    }
+    REQUIRE(listed.size() > 10);
+    CHECK(cache == listed);
+    // Another architecture's flags select none of them.
+    CHECK(read_ld_so_cache(file, x86 ? 0x0a03 : 0x0303).empty());
+}
+
+TEST_CASE("a damaged ld.so cache yields what it holds whole and nothing outside it", "[libs]") {
+    std::vector<std::uint8_t> file = read_binary_file("/etc/ld.so.cache");
+    std::int32_t flags = host_arch() == Arch::x86_64 ? 0x0303 : 0x0a03;
+    std::size_t whole = read_ld_so_cache(file, flags).size();
+    CHECK(read_ld_so_cache({}, flags).empty());
+    std::vector<std::uint8_t> not_a_cache(4096, 'x');
+    CHECK(read_ld_so_cache(not_a_cache, flags).empty());
+    // Cut anywhere, the entries left whole still read (ASan checks no byte past the end).
+    for (std::size_t size :
+         {std::size_t(20), std::size_t(48), std::size_t(100), file.size() / 2, file.size() - 1})
+        CHECK(read_ld_so_cache(std::span(file).first(size), flags).size() <= whole);
 }

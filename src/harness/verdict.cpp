@@ -117,7 +117,7 @@ Verdict judge_timeout(const RunPlan& plan, const SessionResult& result) {
     // cause; its console above tells). Elsewhere either stays a timeout.
     if (std::getenv(kInSandboxVariable))
         return {"sandbox_failure", kSandboxFailureStatus,
-                message + ": a failure of the emulated sandbox (nested SVM)", evidence};
+                message + ": a failure of the emulated sandbox (nested KVM)", evidence};
     return {"timeout", verdicts::kTimeout, message, evidence};
 }
 
@@ -177,7 +177,7 @@ Verdict judge_run(const RunPlan& plan, const SessionResult& result,
     // failure, with an L2 that had done nothing unusual; QEMU's L2s die the same way there).
     if (stop.kind == StopReason::Kind::kvm_internal_error && std::getenv(kInSandboxVariable))
         return {"sandbox_failure", kSandboxFailureStatus,
-                stop.message + ": a failure of the emulated sandbox (nested SVM)"};
+                stop.message + ": a failure of the emulated sandbox (nested KVM)"};
     if (std::string panic = find_panic(result.console); !panic.empty()) {
         // Under the emulated sandbox the guest's CPU state is sometimes corrupted (its GS base
         // among others): the kernel faults in its own entry code until it runs off the entry

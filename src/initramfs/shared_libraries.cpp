@@ -3,7 +3,7 @@
 #include "ktstr/base/arch.hpp"
 #include "ktstr/base/error.hpp"
 #include "ktstr/base/fd.hpp"
-#include "ktstr/base/process.hpp"
+#include "ktstr/base/files.hpp"
 
 #include <algorithm>
 #include <cstring>
@@ -34,15 +34,16 @@ std::string expand_origin(std::string dir, const fs::path& origin) {
     return dir;
 }
 
-// How this host's ld.so names its own libraries: its cache's tag for them, and the
-// multiarch triplet of its default directories.
+// How this host's ld.so names its own libraries: the flags of their ld.so cache entries
+// (glibc's FLAG_ELF_LIBC6 with FLAG_X8664_LIB64 or FLAG_AARCH64_LIB64), and the multiarch
+// triplet of its default directories.
 struct HostLibraryNames {
-    const char* cache_tag;
+    std::int32_t cache_flags;
     const char* triplet;
 };
 HostLibraryNames host_library_names() {
-    return host_arch() == Arch::x86_64 ? HostLibraryNames{"x86-64", "x86_64-linux-gnu"}
-                                       : HostLibraryNames{"AArch64", "aarch64-linux-gnu"};
+    return host_arch() == Arch::x86_64 ? HostLibraryNames{0x0303, "x86_64-linux-gnu"}
+                                       : HostLibraryNames{0x0a03, "aarch64-linux-gnu"};
 }
 
 std::vector<std::string> default_dirs() {
@@ -109,26 +110,54 @@ ElfDependencies read_elf_dependencies(const fs::path& file) {
     return deps;
 }
 
-LibraryResolver::LibraryResolver() {
-    // "\tlibz.so.1 (libc6,x86-64) => /lib/x86_64-linux-gnu/libz.so.1"
-    // In the arm64 sandbox the shared root is x86-64's: its ldconfig cannot run there, and
-    // the default directories below are what is left.
-    std::string listing;
-    try {
-        listing = capture_output({"ldconfig", "-p"});
-    } catch (const Error&) {
-    }
-    std::istringstream lines(listing);
-    for (std::string line; std::getline(lines, line);) {
-        auto arrow = line.find(" => ");
-        auto paren = line.find(" (");
-        if (arrow == std::string::npos || paren == std::string::npos ||
-            line.find(host_library_names().cache_tag, paren) > arrow)
+std::map<std::string, fs::path> read_ld_so_cache(std::span<const std::uint8_t> file,
+                                                 std::int32_t flags) {
+    // glibc's cache (elf/cache.c, dl-cache.h): the header "glibc-ld.so.cache1.1" with the
+    // entry count at 20 and 24-byte entries from 48 (flags, then the name's and the path's
+    // offsets from the header, all 32-bit, in the host's byte order); an old-format cache
+    // ("ld.so-1.7.0") may come first, with the new one after it, 8-byte aligned.
+    constexpr std::string_view kMagic = "glibc-ld.so.cache1.1";
+    constexpr std::size_t kHeader = 48, kEntry = 24;
+    std::string_view text(reinterpret_cast<const char*>(file.data()), file.size());
+    std::size_t base = text.find(kMagic);
+    if (base == std::string_view::npos || file.size() - base < kHeader)
+        return {};
+    auto u32 = [&](std::size_t at) {
+        std::uint32_t value = 0;
+        std::memcpy(&value, file.data() + at, sizeof value);
+        return value;
+    };
+    // A string at an offset from the header, NUL-terminated inside the file; empty if not.
+    auto string_at = [&](std::uint32_t offset) -> std::string_view {
+        if (offset >= file.size() - base)
+            return {};
+        std::string_view rest = text.substr(base + offset);
+        auto end = rest.find('\0');
+        return end == std::string_view::npos ? std::string_view{} : rest.substr(0, end);
+    };
+    std::size_t count =
+        std::min<std::size_t>(u32(base + 20), (file.size() - base - kHeader) / kEntry);
+    std::map<std::string, fs::path> cache;
+    for (std::size_t i = 0; i < count; ++i) {
+        std::size_t entry = base + kHeader + i * kEntry;
+        if (std::int32_t(u32(entry)) != flags)
             continue;
-        std::string name = line.substr(0, paren);
-        name.erase(0, name.find_first_not_of(" \t"));
-        cache_.emplace(name, line.substr(arrow + 4)); // the first entry wins, as in ld.so
+        std::string_view name = string_at(u32(entry + 4)), path = string_at(u32(entry + 8));
+        if (!name.empty() && !path.empty())
+            cache.emplace(name, path); // the first entry wins, as in ld.so
     }
+    return cache;
+}
+
+LibraryResolver::LibraryResolver(const fs::path& ld_so_cache) {
+    // In the arm64 sandbox the shared root is x86-64's: its cache names no arm64 library, and
+    // the default directories below are what is left.
+    std::vector<std::uint8_t> file;
+    try {
+        file = read_binary_file(ld_so_cache);
+    } catch (const Error&) { // no cache: ld.so then searches the default directories too
+    }
+    cache_ = read_ld_so_cache(file, host_library_names().cache_flags);
 }
 
 std::optional<fs::path> LibraryResolver::find(const std::string& name,

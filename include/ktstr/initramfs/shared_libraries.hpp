@@ -1,8 +1,10 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -20,12 +22,19 @@ struct ElfDependencies {
 // Throws Error when `file` is not an ELF file.
 ElfDependencies read_elf_dependencies(const std::filesystem::path& file);
 
+// The ld.so cache's entries with these flags (glibc's type and architecture bits), soname
+// to path, the first of each name winning as in ld.so; nothing from a file that is not a
+// cache. Every offset is checked against the file.
+std::map<std::string, std::filesystem::path> read_ld_so_cache(std::span<const std::uint8_t> file,
+                                                              std::int32_t flags);
+
 // Resolves library names the way ld.so does on this host: DT_RPATH (only without
-// DT_RUNPATH), DT_RUNPATH, the ld.so cache (as `ldconfig -p` lists it), then the default
-// directories; $ORIGIN expands to the directory of the object that asks.
+// DT_RUNPATH), DT_RUNPATH, the ld.so cache (read from the file, as ld.so does, not through
+// `ldconfig -p`), then the default directories; $ORIGIN expands to the directory of the
+// object that asks.
 class LibraryResolver {
   public:
-    LibraryResolver();
+    explicit LibraryResolver(const std::filesystem::path& ld_so_cache = "/etc/ld.so.cache");
 
     // The program, its interpreter and every library it needs, transitively: each as the
     // path ld.so would open, first use first. Throws Error naming a library not found.
