@@ -9,6 +9,7 @@
 #include "ktstr/sandbox/sandbox.hpp"
 #include "ktstr/vmm/platform.hpp"
 #include "ktstr/vmm/topology.hpp"
+#include "wake_path.hpp"
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
@@ -247,6 +248,17 @@ int main(int argc, char** argv) {
         ->capture_default_str()
         ->check(CLI::Range(1u, 1000000u));
 
+    unsigned events = 200'000, rounds = 10;
+    auto* wake = app.add_subcommand(
+        "wake-path", "The event loop's wake path (eventfd -> loop -> eventfd) against a thread "
+                     "blocked in read, on one CPU and on two; no VM");
+    wake->add_option("-n,--events", events, "Round trips per variant and placement")
+        ->capture_default_str()
+        ->check(CLI::Range(1000u, 100'000'000u));
+    wake->add_option("--rounds", rounds, "Interleaved rounds")
+        ->capture_default_str()
+        ->check(CLI::Range(1u, 1000u));
+
     RunOptions options;
     options.topology = "1n1l2c1t";
     options.memory = "512M";
@@ -276,6 +288,8 @@ int main(int argc, char** argv) {
     try {
         if (lifecycle->parsed())
             return bench_vm_lifecycle(iterations);
+        if (wake->parsed())
+            return bench_wake_path(events, rounds);
         if (once->parsed())
             return boot_once(options);
         if (boot->parsed()) {
