@@ -1,5 +1,6 @@
 #include "ktstr/sandbox/sandbox.hpp"
 
+#include "ktstr/base/arch.hpp"
 #include "ktstr/base/error.hpp"
 #include "ktstr/base/fd.hpp"
 #include "ktstr/base/files.hpp"
@@ -438,7 +439,38 @@ int run_emulated(const SandboxOptions& options) {
 
 } // namespace
 
-bool host_kvm_runs_guests() { return Kvm::usable() && host_platform().runs_guests().passed; }
+// Whether KVM runs guests cannot change while this host's kernel runs, so the probe (a small
+// guest) runs once per host boot: its answer is kept in the cache under the boot's id. A
+// sandbox's L1 shares the cache but boots anew each time, so it probes and keeps nothing.
+bool host_kvm_runs_guests() {
+    if (!Kvm::usable())
+        return false;
+    std::string boot_id;
+    try {
+        if (!std::getenv(kInSandboxVariable))
+            boot_id = read_file("/proc/sys/kernel/random/boot_id");
+    } catch (const Error&) {
+    }
+    boot_id = boot_id.substr(0, boot_id.find('\n'));
+    fs::path cached = ktstr_cache_dir() / "kvm-runs-guests";
+    std::string key = boot_id + " " + std::string(arch_name(host_arch())) + " ";
+    if (!boot_id.empty()) {
+        try {
+            if (std::string said = read_file(cached); said.starts_with(key))
+                return said.substr(key.size()).starts_with("yes");
+        } catch (const Error&) {
+        }
+    }
+    bool runs = host_platform().runs_guests().passed;
+    if (!boot_id.empty()) {
+        try {
+            fs::create_directories(cached.parent_path());
+            write_file_atomic(cached, key + (runs ? "yes\n" : "no\n"));
+        } catch (const std::exception&) { // an unwritable cache: probe again next time
+        }
+    }
+    return runs;
+}
 
 std::string shell_quote(const std::string& word) {
     std::string quoted = "'";
