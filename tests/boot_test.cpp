@@ -4,6 +4,7 @@
 
 #include <catch2/catch_test_macros.hpp>
 #include <cstring>
+#include <elf.h>
 
 using namespace ktstr;
 using namespace ktstr::x86_64;
@@ -94,4 +95,112 @@ TEST_CASE("unusable kernels and sizes are refused with a reason", "[boot]") {
     CHECK_THROWS_AS(load_kernel(memory, {fake_bzimage(), huge_initrd, "", {}}), UsageError);
     GuestMemory tiny(ram_layout(2ull << 20));
     CHECK_THROWS_AS(load_kernel(tiny, {fake_bzimage(), {}, "", {}}), UsageError);
+}
+
+namespace {
+
+// A minimal x86-64 vmlinux: one PT_LOAD (0x100 bytes of 0xab in the file, 0x2000 in memory)
+// at `physical`, and a PT_NOTE holding Xen's PHYS32_ENTRY note for `entry` (unless omitted).
+std::vector<std::uint8_t> fake_vmlinux(std::uint64_t physical = 0x200000,
+                                       std::uint64_t entry = 0x200010, bool with_note = true,
+                                       std::uint64_t file_size = 0x100) {
+    std::vector<std::uint8_t> image(0x1100, 0);
+    Elf64_Ehdr header{};
+    std::memcpy(header.e_ident, ELFMAG, SELFMAG);
+    header.e_ident[EI_CLASS] = ELFCLASS64;
+    header.e_ident[EI_DATA] = ELFDATA2LSB;
+    header.e_ident[EI_VERSION] = EV_CURRENT;
+    header.e_type = ET_EXEC;
+    header.e_machine = EM_X86_64;
+    header.e_version = EV_CURRENT;
+    header.e_phoff = sizeof header;
+    header.e_ehsize = sizeof header;
+    header.e_phentsize = sizeof(Elf64_Phdr);
+    header.e_phnum = 2;
+    std::memcpy(image.data(), &header, sizeof header);
+    struct {
+        Elf64_Nhdr header{4, 8, 18}; // XEN_ELFNOTE_PHYS32_ENTRY
+        char name[4] = {'X', 'e', 'n', 0};
+        std::uint64_t entry;
+    } note;
+    note.entry = entry;
+    if (!with_note)
+        note.header.n_type = 5;
+    std::memcpy(image.data() + 0x200, &note, sizeof note);
+    Elf64_Phdr load{PT_LOAD, PF_R | PF_X, 0x1000, physical, physical, file_size, 0x2000, 0x1000};
+    Elf64_Phdr notes{PT_NOTE, PF_R, 0x200, 0, 0, sizeof note, sizeof note, 4};
+    std::memcpy(image.data() + sizeof header, &load, sizeof load);
+    std::memcpy(image.data() + sizeof header + sizeof load, &notes, sizeof notes);
+    std::fill(image.begin() + 0x1000, image.end(), 0xab);
+    return image;
+}
+
+} // namespace
+
+TEST_CASE("a vmlinux is entered through PVH with start_info, memory map and initrd", "[boot]") {
+    GuestMemory memory(ram_layout(64ull << 20));
+    auto stale = memory.slice(GuestAddress(0x200100), 0x100);
+    std::fill(stale.begin(), stale.end(), 0x55); // the segment's bss must come out zeroed
+    std::vector<std::uint8_t> initrd(0x3000, 0x77);
+    auto elf = fake_vmlinux();
+    REQUIRE(is_elf_image(elf));
+    CHECK_FALSE(is_elf_image(fake_bzimage()));
+    BootInfo boot = load_pvh_kernel(memory, {elf, initrd, "console=ttyS0", GuestAddress(0xe0000)});
+    CHECK(boot.pvh);
+    CHECK(boot.entry == GuestAddress(0x200010));
+    CHECK(boot.kernel_end == 0x202000);
+    CHECK(memory.read<std::uint8_t>(GuestAddress(0x2000ff)) == 0xab);
+    CHECK(memory.read<std::uint8_t>(GuestAddress(0x200100)) == 0);
+    CHECK(memory.read<std::uint8_t>(GuestAddress(0x201fff)) == 0);
+
+    // hvm_start_info version 1: magic, version, flags, nr_modules, modlist, cmdline, rsdp,
+    // memmap, memmap_entries.
+    CHECK(memory.read<std::uint32_t>(kPvhStartInfo) == 0x336ec578);
+    CHECK(memory.read<std::uint32_t>(kPvhStartInfo + 4) == 1);
+    CHECK(memory.read<std::uint32_t>(kPvhStartInfo + 12) == 1);
+    auto modlist = memory.read<std::uint64_t>(kPvhStartInfo + 16);
+    CHECK(memory.read<std::uint64_t>(kPvhStartInfo + 24) == kCommandLine.raw());
+    CHECK(memory.read<std::uint64_t>(kPvhStartInfo + 32) == 0xe0000);
+    auto memmap = memory.read<std::uint64_t>(kPvhStartInfo + 40);
+    REQUIRE(memory.read<std::uint32_t>(kPvhStartInfo + 48) == 3);
+
+    auto initrd_at = memory.read<std::uint64_t>(GuestAddress(modlist));
+    CHECK(initrd_at == boot.initrd.raw());
+    CHECK(initrd_at % 4096 == 0);
+    CHECK(initrd_at >= boot.kernel_end);
+    CHECK(memory.read<std::uint64_t>(GuestAddress(modlist + 8)) == initrd.size());
+    CHECK(memory.read<std::uint8_t>(GuestAddress(initrd_at)) == 0x77);
+    std::vector<std::uint8_t> cmdline(14);
+    memory.read_bytes(kCommandLine, cmdline);
+    CHECK(std::string(reinterpret_cast<char*>(cmdline.data())) == "console=ttyS0");
+
+    // The same map as E820's: low RAM, the reserved BIOS area, RAM from 1 MiB to the end.
+    auto entry = [&](int i, int field) {
+        GuestAddress at(memmap + i * 24 + field * 8);
+        return field == 2 ? memory.read<std::uint32_t>(at) : memory.read<std::uint64_t>(at);
+    };
+    CHECK(entry(0, 0) == 0);
+    CHECK(entry(0, 2) == 1);
+    CHECK(entry(1, 0) == kEbdaStart.raw());
+    CHECK(entry(1, 2) == 2);
+    CHECK(entry(2, 0) + entry(2, 1) == 64ull << 20);
+    CHECK(entry(2, 2) == 1);
+}
+
+TEST_CASE("a vmlinux without a PVH entry, or whose segments do not fit, is refused", "[boot]") {
+    GuestMemory memory(ram_layout(64ull << 20));
+    auto refused = [&](std::vector<std::uint8_t> elf) {
+        CHECK_THROWS_AS(load_pvh_kernel(memory, {elf, {}, "", {}}), UsageError);
+    };
+    refused(fake_vmlinux(0x200000, 0x200010, false)); // no PHYS32_ENTRY note
+    refused(fake_vmlinux(0x200000, 0x300000));        // the entry is in no segment
+    refused(fake_vmlinux(0x1000, 0x1010));            // over the boot tables below 1 MiB
+    refused(fake_vmlinux((64ull << 20) - 0x1000, (64ull << 20) - 0xff0)); // past the end of RAM
+    refused(fake_vmlinux(0x200000, 0x200010, true, 0x1000)); // the segment runs off the file
+    refused(std::vector<std::uint8_t>(0x1000, 0));
+    auto elf = fake_vmlinux();
+    elf[0x12] = 0xb7; // EM_AARCH64
+    refused(elf);
+    CHECK_THROWS_AS(load_pvh_kernel(memory, {fake_vmlinux(), {}, std::string(2048, 'x'), {}}),
+                    UsageError);
 }

@@ -1,6 +1,7 @@
 // End to end: `ktstr run` boots the cached Debian kernel. The test command runs these inside
 // the sandbox, where KVM works (nested under QEMU's emulator on hosts without it).
 #include "ktstr/base/files.hpp"
+#include "ktstr/kernel/kernel_cache.hpp"
 #include "ktstr/vmm/topology.hpp"
 #include "test_support.hpp"
 
@@ -127,6 +128,25 @@ TEST_CASE("without ACPI the guest finds its CPUs in the MP table", "[e2e][mptabl
     INFO(result.err);
     CHECK(result.exit_code == 0);
     CHECK(result.out == "8\nmp\n0\n");
+}
+
+// boot_params' type_of_loader (offset 0x210) tells how the kernel was entered: 0xb0 is the
+// kernel's own PVH code on a non-Xen host, 0xff what ktstr writes for a bzImage.
+TEST_CASE("the cached kernel boots from its bzImage, and its vmlinux through PVH",
+          "[e2e][boot-entry]") {
+    const std::string loader = "-- sh -c 'od -An -tx1 -j 528 -N 1 /sys/kernel/boot_params/data'";
+    auto bzimage = ktstr_run(loader);
+    INFO(bzimage.err);
+    CHECK(bzimage.exit_code == 0);
+    CHECK(bzimage.out == " ff\n");
+    auto kernel = KernelCache().newest(Arch::x86_64);
+    REQUIRE(kernel);
+    auto vmlinux = unpack_pvh_image(*kernel);
+    REQUIRE(vmlinux);
+    auto pvh = ktstr_run("--kernel " + vmlinux->string() + " " + loader);
+    INFO(pvh.err);
+    CHECK(pvh.exit_code == 0);
+    CHECK(pvh.out == " b0\n");
 }
 
 TEST_CASE("the command's exit status and output come back", "[e2e][exit-status]") {

@@ -41,7 +41,7 @@ T field(std::span<const std::uint8_t> bytes, std::size_t at) {
 }
 
 void check_loaded(const GuestMemory& ram, const BootImage& image, const BootInfo& info) {
-    const auto& bz = image.bzimage;
+    const auto& bz = image.kernel;
     const auto& low = ram.regions().front();
     KTSTR_FUZZ_CHECK(info.entry == kKernel + 0x200);
     std::size_t setup_sects = bz[0x1f1] ? bz[0x1f1] : 4;
@@ -124,7 +124,7 @@ void load(const BootImage& image) {
 KTSTR_FUZZ_TARGET(bzimage) {
     using namespace ktstr_fuzz_bzimage;
     ktstr::x86_64::BootImage image;
-    image.bzimage = {data, size};
+    image.kernel = {data, size};
     load(image);
     const std::vector<std::uint8_t> initrd(12 * 1024, 0x5a);
     const std::string command_line(size ? data[size - 1] : 0, 'c');

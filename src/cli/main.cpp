@@ -274,7 +274,9 @@ int main(int argc, char** argv) {
         if (!command.empty() && !sandbox->parsed() && !run->parsed() && !shell->parsed())
             throw UsageError("'--' and a command are for 'ktstr run' and 'ktstr sandbox' only");
         if (fetch->parsed()) {
-            fetch_debian_kernel(KernelCache(), parse_arch(arch_text), if_missing, std::cout);
+            // The PVH vmlinux too, here on the host rather than on a sandbox's first boot.
+            unpack_pvh_image(
+                fetch_debian_kernel(KernelCache(), parse_arch(arch_text), if_missing, std::cout));
             return 0;
         }
         if (list->parsed())

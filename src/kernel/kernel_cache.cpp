@@ -2,6 +2,7 @@
 
 #include "ktstr/base/error.hpp"
 #include "ktstr/base/files.hpp"
+#include "ktstr/kernel/vmlinux.hpp"
 
 #include <algorithm>
 #include <array>
@@ -70,7 +71,17 @@ KernelImageFormat check_kernel_image(const fs::path& image, Arch arch) {
             static_cast<unsigned char>(header[0x1fe]) == 0x55 &&
             static_cast<unsigned char>(header[0x1ff]) == 0xaa)
             return KernelImageFormat::bzimage;
-        throw UsageError(image.string() + " is not an x86-64 bzImage (no 'HdrS' boot header)");
+        // An uncompressed vmlinux: ELF, 64-bit, e_machine EM_X86_64 (62) at 0x12.
+        if (got >= 0x14 &&
+            std::memcmp(header.data(),
+                        "\x7f"
+                        "ELF",
+                        4) == 0 &&
+            header[4] == 2 && header[0x12] == 62 && header[0x13] == 0)
+            return KernelImageFormat::x86_64_elf;
+        throw UsageError(image.string() +
+                         " is not an x86-64 bzImage (no 'HdrS' boot header) nor an x86-64 "
+                         "vmlinux (ELF)");
     }
     // arm64 Image header: magic "ARM\x64" at offset 0x38.
     if (got >= 0x3c && std::memcmp(&header[0x38], "ARM\x64", 4) == 0)
@@ -81,6 +92,15 @@ KernelImageFormat check_kernel_image(const fs::path& image, Arch arch) {
 bool config_has_sched_ext(const std::string& config_text) {
     return config_text.find("\nCONFIG_SCHED_CLASS_EXT=y\n") != std::string::npos ||
            config_text.starts_with("CONFIG_SCHED_CLASS_EXT=y\n");
+}
+
+std::optional<fs::path> unpack_pvh_image(const CachedKernel& kernel) {
+    if (kernel.arch != Arch::x86_64 || !fs::exists(kernel.config()) ||
+        read_file(kernel.config()).find("\nCONFIG_PVH=y\n") == std::string::npos)
+        return std::nullopt;
+    if (!fs::exists(kernel.pvh_image()))
+        write_file_atomic(kernel.pvh_image(), extract_vmlinux(read_binary_file(kernel.image())));
+    return kernel.pvh_image();
 }
 
 KernelChoice choose_kernel(const std::optional<std::string>& spec, Arch arch,

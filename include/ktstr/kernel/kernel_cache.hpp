@@ -10,7 +10,8 @@
 namespace ktstr {
 
 // One kernel in the cache: <cache>/kernels/<version>-<arch>/ holding vmlinuz, config,
-// System.map, kernel.json and lib/modules/<release>/ (with modules.dep).
+// System.map, kernel.json and lib/modules/<release>/ (with modules.dep), and on x86-64 with
+// CONFIG_PVH the vmlinux unpacked from vmlinuz once (what VMs boot).
 struct CachedKernel {
     std::string version; // "7.3.4+deb13"
     std::string release; // uname -r: "7.3.4+deb13-amd64"
@@ -19,6 +20,7 @@ struct CachedKernel {
     std::filesystem::path dir;
 
     std::filesystem::path image() const { return dir / "vmlinuz"; }
+    std::filesystem::path pvh_image() const { return dir / "vmlinux"; }
     std::filesystem::path config() const { return dir / "config"; }
     std::filesystem::path modules_dir() const { return dir / "lib" / "modules" / release; }
     std::string name() const; // "<version>-<arch>", the directory's name
@@ -40,7 +42,7 @@ class KernelCache {
     std::filesystem::path root_;
 };
 
-enum class KernelImageFormat { bzimage, arm64_image };
+enum class KernelImageFormat { bzimage, x86_64_elf, arm64_image };
 
 // Reads the image's header; throws UsageError naming the file when it is not a kernel
 // image for `arch`.
@@ -48,6 +50,11 @@ KernelImageFormat check_kernel_image(const std::filesystem::path& image, Arch ar
 
 // Whether a kernel config file sets CONFIG_SCHED_CLASS_EXT=y.
 bool config_has_sched_ext(const std::string& config_text);
+
+// The uncompressed vmlinux of an x86-64 cached kernel built with CONFIG_PVH, unpacked from
+// vmlinuz on first use; none for other kernels. `--kernel` given its path boots it through
+// PVH (not the default: see README, "PVH entry").
+std::optional<std::filesystem::path> unpack_pvh_image(const CachedKernel& kernel);
 
 // The kernel a command runs: --kernel PATH (an image file), --kernel VERSION (cached),
 // or the newest cached one. `cached` is set when the kernel came from the cache.

@@ -1,5 +1,6 @@
 // The x86-64 platform: a PC without PCI. ACPI (and an MP table) describe the topology, the
-// kernel is a bzImage entered in long mode, vCPUs are numbered by APIC ID.
+// kernel is an uncompressed vmlinux entered through PVH or a bzImage entered in long mode,
+// vCPUs are numbered by APIC ID.
 #include "ktstr/vmm/platform.hpp"
 
 #include "ktstr/base/error.hpp"
@@ -113,8 +114,9 @@ class X86Vm : public PlatformVm {
                 throw Error("the MP table outgrew its reserved area");
             memory.write_bytes(x86_64::kMpTable, mp_table);
         }
-        boot_ = x86_64::load_kernel(
-            memory, {images.kernel, images.initrd, images.command_line, tables.rsdp});
+        x86_64::BootImage image{images.kernel, images.initrd, images.command_line, tables.rsdp};
+        boot_ = x86_64::is_elf_image(images.kernel) ? x86_64::load_pvh_kernel(memory, image)
+                                                    : x86_64::load_kernel(memory, image);
     }
 
     void add_irqchip_and_devices(Bus& io, Bus& mmio, VmStop& stop) override {

@@ -10,3 +10,5 @@ set(KTSTR_PLATFORM_SOURCES
   vmm/x86_64/platform.cpp
   vmm/x86_64/self_check.cpp
 )
+# libelf reads the uncompressed vmlinux a PVH boot enters.
+set(KTSTR_PLATFORM_LIBRARIES PkgConfig::libelf)

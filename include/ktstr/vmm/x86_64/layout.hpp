@@ -8,6 +8,7 @@
 namespace ktstr::x86_64 {
 
 inline constexpr GuestAddress kGdt{0x500};
+inline constexpr GuestAddress kPvhStartInfo{0x6000}; // one page: start_info, modlist, memmap
 inline constexpr GuestAddress kBootParams{0x7000};
 inline constexpr GuestAddress kBootStack{0x8ff0};
 inline constexpr GuestAddress kPml4{0x9000};
