@@ -43,9 +43,11 @@ TEST_CASE("kernel images are recognised by their boot headers", "[kernel]") {
 }
 
 TEST_CASE("sched_ext is read from the kernel config", "[kernel]") {
-    CHECK(config_has_sched_ext("CONFIG_A=y\nCONFIG_SCHED_CLASS_EXT=y\nCONFIG_B=m\n"));
-    CHECK_FALSE(config_has_sched_ext("CONFIG_A=y\n# CONFIG_SCHED_CLASS_EXT is not set\n"));
-    CHECK_FALSE(config_has_sched_ext("CONFIG_SCHED_CLASS_EXT_X=y\n"));
+    CHECK(config_enables("CONFIG_A=y\nCONFIG_SCHED_CLASS_EXT=y\nCONFIG_B=m\n",
+                         "CONFIG_SCHED_CLASS_EXT"));
+    CHECK_FALSE(config_enables("CONFIG_A=y\n# CONFIG_SCHED_CLASS_EXT is not set\n",
+                               "CONFIG_SCHED_CLASS_EXT"));
+    CHECK_FALSE(config_enables("CONFIG_SCHED_CLASS_EXT_X=y\n", "CONFIG_SCHED_CLASS_EXT"));
 }
 
 TEST_CASE("the kernel cache lists complete entries, newest first", "[kernel]") {

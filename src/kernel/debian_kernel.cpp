@@ -194,7 +194,7 @@ CachedKernel fetch_debian_kernel(const KernelCache& cache, Arch arch, bool if_mi
     fs::path tree = unpacked / "usr" / "lib" / "modules" / release;
     if (!fs::exists(tree / "vmlinuz") || !fs::exists(tree / "config"))
         throw Error("the packages of " + release + " hold no vmlinuz or config");
-    if (!config_has_sched_ext(read_file(tree / "config")))
+    if (!config_enables(read_file(tree / "config"), "CONFIG_SCHED_CLASS_EXT"))
         throw Error("kernel " + release + " is built without sched_ext (CONFIG_SCHED_CLASS_EXT)");
 
     CachedKernel kernel{version, release, arch, package_version, cache.root()};

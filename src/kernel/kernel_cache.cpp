@@ -89,14 +89,14 @@ KernelImageFormat check_kernel_image(const fs::path& image, Arch arch) {
     throw UsageError(image.string() + " is not an arm64 Image (no 'ARM\\x64' magic)");
 }
 
-bool config_has_sched_ext(const std::string& config_text) {
-    return config_text.find("\nCONFIG_SCHED_CLASS_EXT=y\n") != std::string::npos ||
-           config_text.starts_with("CONFIG_SCHED_CLASS_EXT=y\n");
+bool config_enables(const std::string& config_text, std::string_view option) {
+    std::string line = std::string(option) + "=y\n";
+    return config_text.starts_with(line) || config_text.find("\n" + line) != std::string::npos;
 }
 
 std::optional<fs::path> unpack_pvh_image(const CachedKernel& kernel) {
     if (kernel.arch != Arch::x86_64 || !fs::exists(kernel.config()) ||
-        read_file(kernel.config()).find("\nCONFIG_PVH=y\n") == std::string::npos)
+        !config_enables(read_file(kernel.config()), "CONFIG_PVH"))
         return std::nullopt;
     if (!fs::exists(kernel.pvh_image()))
         write_file_atomic(kernel.pvh_image(), extract_vmlinux(read_binary_file(kernel.image())));

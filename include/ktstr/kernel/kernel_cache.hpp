@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace ktstr {
@@ -48,8 +49,8 @@ enum class KernelImageFormat { bzimage, x86_64_elf, arm64_image };
 // image for `arch`.
 KernelImageFormat check_kernel_image(const std::filesystem::path& image, Arch arch);
 
-// Whether a kernel config file sets CONFIG_SCHED_CLASS_EXT=y.
-bool config_has_sched_ext(const std::string& config_text);
+// Whether a kernel config file sets `option` (CONFIG_SCHED_CLASS_EXT, say) to y.
+bool config_enables(const std::string& config_text, std::string_view option);
 
 // The uncompressed vmlinux of an x86-64 cached kernel built with CONFIG_PVH, unpacked from
 // vmlinuz on first use; none for other kernels. `--kernel` given its path boots it through

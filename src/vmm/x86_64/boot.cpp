@@ -115,17 +115,23 @@ std::vector<MemoryMapEntry> memory_map(const GuestMemory& memory) {
     return entries;
 }
 
+// The entries as E820 and PVH lay them out: address, size, type, `stride` bytes apart.
+void store_memory_map(std::vector<std::uint8_t>& bytes, std::size_t at, std::size_t stride,
+                      const std::vector<MemoryMapEntry>& entries) {
+    for (const auto& entry : entries) {
+        store(bytes, at, entry.address);
+        store(bytes, at + 8, entry.size);
+        store(bytes, at + 16, entry.type);
+        at += stride;
+    }
+}
+
 void write_e820(std::vector<std::uint8_t>& params, const GuestMemory& memory) {
     std::vector<MemoryMapEntry> entries = memory_map(memory);
     if (entries.size() > kE820MaxEntries)
         throw Error("too many E820 entries");
     params[kE820Entries] = std::uint8_t(entries.size());
-    for (std::size_t i = 0; i < entries.size(); ++i) {
-        std::size_t at = kE820Table + i * 20;
-        store(params, at, entries[i].address);
-        store(params, at + 8, entries[i].size);
-        store(params, at + 16, entries[i].type);
-    }
+    store_memory_map(params, kE820Table, 20, entries);
 }
 
 void write_command_line(const GuestMemory& memory, std::string_view command_line,
@@ -364,12 +370,7 @@ BootInfo load_pvh_kernel(const GuestMemory& memory, const BootImage& image) {
         throw Error("too many memory map entries for PVH's start_info page");
     store<std::uint64_t>(info, 40, kPvhStartInfo.raw() + kPvhMemmap);
     store<std::uint32_t>(info, 48, std::uint32_t(map.size()));
-    for (std::size_t i = 0; i < map.size(); ++i) {
-        std::size_t at = kPvhMemmap + i * kPvhMemmapEntrySize;
-        store(info, at, map[i].address);
-        store(info, at + 8, map[i].size);
-        store(info, at + 16, map[i].type);
-    }
+    store_memory_map(info, kPvhMemmap, kPvhMemmapEntrySize, map);
     memory.write_bytes(kPvhStartInfo, info);
     write_gdt(memory);
     return {GuestAddress(*elf.entry), initrd, kernel_end, true};
