@@ -173,8 +173,9 @@ class X86Platform : public Platform {
     // The console on COM1, reset through the i8042 (which the VM has only for this), no
     // PCI, the paravirtual clock without its calibration checks.
     std::string_view base_command_line() const override {
+        // Two UARTs (the console, the init's fallback port): the 8250 driver probes no more.
         return "console=ttyS0 reboot=k pci=off no_timer_check clocksource=kvm-clock i8042.noaux "
-               "i8042.nomux i8042.dumbkbd";
+               "i8042.nomux i8042.dumbkbd 8250.nr_uarts=2";
     }
 
     KvmProbe self_check() const override {
