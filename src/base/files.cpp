@@ -6,27 +6,49 @@
 #include <csignal>
 #include <cstdlib>
 #include <fcntl.h>
-#include <fstream>
 #include <optional>
-#include <sstream>
+#include <sys/stat.h>
 #include <unistd.h>
 
 namespace fs = std::filesystem;
 
 namespace ktstr {
 
-std::string read_file(const fs::path& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in)
+namespace {
+
+// The whole file, read straight into one buffer: sized once for a regular file (its
+// size, and one byte more to see the end), grown for files that tell no size (/proc).
+template <typename Bytes>
+Bytes read_whole(const fs::path& path) {
+    UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!fd)
         throw_errno("cannot read " + path.string());
-    std::ostringstream out;
-    out << in.rdbuf();
-    return out.str();
+    struct stat status {};
+    bool sized = ::fstat(fd.get(), &status) == 0 && S_ISREG(status.st_mode);
+    Bytes bytes(sized ? std::size_t(status.st_size) + 1 : 4096, 0);
+    std::size_t used = 0;
+    for (;;) {
+        if (used == bytes.size())
+            bytes.resize(bytes.size() * 2);
+        ssize_t n = ::read(fd.get(), bytes.data() + used, bytes.size() - used);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            throw_errno("cannot read " + path.string());
+        if (n == 0)
+            break;
+        used += std::size_t(n);
+    }
+    bytes.resize(used);
+    return bytes;
 }
 
+} // namespace
+
+std::string read_file(const fs::path& path) { return read_whole<std::string>(path); }
+
 std::vector<std::uint8_t> read_binary_file(const fs::path& path) {
-    std::string text = read_file(path);
-    return {text.begin(), text.end()};
+    return read_whole<std::vector<std::uint8_t>>(path);
 }
 
 namespace {
