@@ -102,6 +102,9 @@ for m in $(cat /etc/ktstr-modules); do insmod "/lib/modules/$m" || fail "insmod 
 opts=@MOUNT_OPTIONS@
 mount -t 9p -o "$opts" ktstr_run /run/ktstr || fail "cannot mount the run directory"
 mount -t 9p -o "$opts,ro,cache=loose" hostroot /host || fail "cannot mount the host's root"
+# The host's root once more, before the writable shares cover parts of it: files that
+# never change once written (cached kernels) are read through it, with the page cache.
+mkdir -p /hostroot && mount --bind /host /hostroot || fail "cannot bind the host's root"
 mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
@@ -109,6 +112,9 @@ mount -t tmpfs tmpfs /host/run
 while read -r tag path; do
   mkdir -p "/host$path" && mount -t 9p -o "$opts" "$tag" "/host$path" || fail "cannot mount $path"
 done < /run/ktstr/shares
+while read -r path; do
+  mount --bind "/hostroot$path" "/host$path" || fail "cannot bind $path"
+done < /run/ktstr/cached
 stty -F @OUT_TTY@ raw -echo
 stty -F @ERR_TTY@ raw -echo
 # A foreign userland: this busybox stands in for the host's (an x86-64 root's programs
@@ -318,6 +324,9 @@ int run_emulated(const SandboxOptions& options) {
         throw Error(fmt::format("{} not found: install {} (scripts/setup does)", machine.qemu,
                                 machine.qemu_package));
     KernelChoice kernel = choose_kernel(options.kernel, options.arch, KernelCache());
+    // The L2's kernel boots through PVH once unpacked; the L1 sees the cache read-only.
+    if (kernel.cached)
+        unpack_pvh_image(*kernel.cached);
     fs::path initramfs = l1_initramfs(kernel, machine);
 
     TempDir run_dir("ktstr-sandbox");
@@ -373,6 +382,12 @@ int run_emulated(const SandboxOptions& options) {
         shares += tag + " " + writable[i].string() + "\n";
     }
     write_file_atomic(run_dir.path() / "shares", shares);
+    // Cached kernels are written once and never changed: read-only and cached in the L1
+    // (uncached 9p reads a bzImage at about 19 MB/s there, cached 9p at 100 MB/s cold).
+    std::string cached;
+    if (fs::path kernels = ktstr_cache_dir() / "kernels"; fs::is_directory(kernels))
+        cached += fs::canonical(kernels).string() + "\n";
+    write_file_atomic(run_dir.path() / "cached", cached);
 
     std::cerr << "ktstr sandbox: "
               << (options.arch != host_arch()
