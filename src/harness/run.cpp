@@ -36,7 +36,9 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline) {
 BootImages build_boot_images(const RunOptions& options) {
     RunPlan plan = make_run_plan(options);
     guest_protocol::Key key = GuestChannel::make_key();
-    return {plan.kernel.image, build_initramfs(plan, key), kernel_command_line(plan), key};
+    std::filesystem::path bzimage =
+        plan.kernel.cached ? plan.kernel.cached->image() : plan.kernel.image;
+    return {plan.kernel.image, bzimage, build_initramfs(plan, key), kernel_command_line(plan), key};
 }
 
 } // namespace ktstr

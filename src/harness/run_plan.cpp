@@ -84,6 +84,15 @@ RunPlan make_run_plan(const RunOptions& options) {
     if (!options.kernel && !cache.newest(arch))
         fetch_debian_kernel(cache, arch, true, std::cerr);
     plan.kernel = choose_kernel(options.kernel, arch, cache);
+    // A cached kernel with PVH boots its vmlinux: no decompression in the guest. Where the
+    // cache is read-only (the sandbox's L1) and it was never unpacked, the bzImage boots.
+    if (plan.kernel.cached) {
+        try {
+            if (auto vmlinux = unpack_pvh_image(*plan.kernel.cached))
+                plan.kernel.image = *vmlinux;
+        } catch (const Error&) {
+        }
+    }
     check_kernel_image(plan.kernel.image, arch);
     if (options.scheduler)
         plan.scheduler = choose_scheduler(*options.scheduler, options.scheduler_args, plan.kernel,

@@ -140,8 +140,10 @@ SessionResult run_session(const RunPlan& plan, bool count_exits) {
     config.x2apic = options.x2apic;
     config.run.timeout = plan.timeout;
     config.kernel = read_binary_file(plan.kernel.image);
+    timeline->kernel_read = Clock::now();
     guest_protocol::Key key = GuestChannel::make_key();
     config.initrd = build_initramfs(plan, key);
+    timeline->initramfs_built = Clock::now();
     config.command_line = kernel_command_line(plan);
     if (count_exits)
         config.run.exit_counts = &timeline->exits;

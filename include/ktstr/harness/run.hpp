@@ -51,6 +51,8 @@ void validate_run_options(const RunOptions& options);
 struct BootTimeline {
     using Clock = std::chrono::steady_clock;
     Clock::time_point started = Clock::now();          // the run began (options checked)
+    Clock::time_point kernel_read;                     // the kernel image is in memory
+    Clock::time_point initramfs_built;                 // the initramfs is assembled
     Clock::time_point vmm_ready;                       // the VM is built; vCPUs start
     std::optional<Clock::time_point> init_started;     // the guest init's first console line
     std::optional<Clock::time_point> hang_report_due;  // when the init said its hang report comes
@@ -69,6 +71,7 @@ int run_in_vm(const RunOptions& options, BootTimeline* timeline = nullptr);
 // What `ktstr run` would boot, for handing to another VMM: kernel, initramfs, command line.
 struct BootImages {
     std::filesystem::path kernel;
+    std::filesystem::path bzimage; // the same kernel as a bzImage, for VMMs without PVH
     std::vector<std::uint8_t> initramfs;
     std::string command_line;
     guest_protocol::Key channel_key; // what the guest init's frames are tagged with
