@@ -60,6 +60,7 @@ TEST_CASE("the guest's verdict is the command's, whatever the command writes", "
     }
     SECTION("a command killed by a signal gives 128 + the signal") {
         auto result = test::run_ktstr("run -- sh -c 'kill -9 $$'");
+        INFO(result.err);
         CHECK(result.exit_code == 137);
     }
 }
