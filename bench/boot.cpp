@@ -41,22 +41,23 @@ constexpr const char* kInitExec = "as init process";
 // kernel's clock started).
 struct GuestStages {
     Ms initcalls_done, init_exec, init_first_line, command_start;
+    Ms output_written; // with an output test: its bytes are written
 };
 
-// The probe's output: the uptime line, then "[   seconds] text" kernel log lines.
+// The probe's output: the uptime line, with an output test its bytes (NULs) and a second
+// uptime line, then "[   seconds] text" kernel log lines.
 GuestStages parse_probe_output(const std::string& output) {
     GuestStages stages;
     std::istringstream lines(output);
-    std::string line;
-    if (std::getline(lines, line)) {
-        double uptime = 0;
-        if (std::istringstream(line) >> uptime)
-            stages.command_start = uptime;
-    }
-    while (std::getline(lines, line)) {
+    for (std::string line; std::getline(lines, line);) {
+        line.erase(0, line.find_first_not_of('\0'));
         auto open = line.find('['), close = line.find(']');
-        if (open == std::string::npos || close == std::string::npos || close < open)
+        if (open != 0 || close == std::string::npos) {
+            double uptime = 0;
+            if (std::istringstream(line) >> uptime)
+                (stages.command_start ? stages.output_written : stages.command_start) = uptime;
             continue;
+        }
         double at = 0;
         if (!(std::istringstream(line.substr(open + 1, close - open - 1)) >> at))
             continue;
@@ -97,7 +98,8 @@ Ms between(const Ms& from, const Ms& to) {
     return *to - *from;
 }
 
-BootSample time_ktstr_boot(const std::vector<std::string>& child_args) {
+// None when ktstr classified the boot as spoiled by the emulated sandbox.
+std::optional<BootSample> time_ktstr_boot(const std::vector<std::string>& child_args) {
     fs::path self = fs::read_symlink("/proc/self/exe");
     std::vector<std::string> argv = {self.string(), "boot-once"};
     argv.insert(argv.end(), child_args.begin(), child_args.end());
@@ -111,6 +113,8 @@ BootSample time_ktstr_boot(const std::vector<std::string>& child_args) {
     auto start = Clock::now();
     ExitStatus status = run_process(argv, spawn);
     std::string text = read_file(dir.path() / "stderr");
+    if (status.code == kSandboxFailureStatus && !status.signaled)
+        return std::nullopt;
     auto at = text.find("timeline ");
     if (!status.ok() || at == std::string::npos)
         throw Error("the ktstr boot failed (status " + std::to_string(status.code) + "):\n" + text);
@@ -209,7 +213,7 @@ BootSample time_qemu_boot(const RunOptions& options, unsigned cpus) {
     GuestChannel channel(images.channel_key, {.stdout_sink = &command_output});
     pollfd fds[2] = {{console_read.get(), POLLIN, 0}, {channel_read.get(), POLLIN, 0}};
     char buffer[65536];
-    auto deadline = start + std::chrono::seconds(300);
+    auto deadline = start + std::chrono::seconds(180);
     while ((fds[0].fd >= 0 || fds[1].fd >= 0) && Clock::now() < deadline) {
         if (::poll(fds, 2, 1000) < 0 && errno != EINTR)
             throw_errno("poll");
@@ -234,7 +238,8 @@ BootSample time_qemu_boot(const RunOptions& options, unsigned cpus) {
             }
         }
     }
-    if (Clock::now() >= deadline)
+    bool too_long = Clock::now() >= deadline;
+    if (too_long)
         ::kill(child.pid(), SIGKILL);
     child.wait();
     sample.torn_down = ms_between(start, Clock::now());
@@ -242,6 +247,7 @@ BootSample time_qemu_boot(const RunOptions& options, unsigned cpus) {
         throw Error(fmt::format("the QEMU boot did not run the command ({}):\n{}",
                                 !channel.init_error().empty() ? channel.init_error()
                                 : !channel.broken().empty()   ? channel.broken()
+                                : too_long                    ? "no exit status within 180 s"
                                                               : "no exit status",
                                 console));
     sample.guest = parse_probe_output(command_output.text);
@@ -262,6 +268,7 @@ struct StageRow {
 
 // Each stage's duration; the host rows exist for ktstr only, and their sum plus the entry
 // row is the "process start to kernel clock" row that QEMU has too.
+constexpr std::size_t kOutputRow = 10; // the command's output, in stage_rows()
 std::vector<StageRow> stage_rows() {
     return {
         {"process start to run planned",
@@ -304,6 +311,10 @@ std::vector<StageRow> stage_rows() {
          [](const BootSample& s) {
              return between(s.on_host(s.guest.init_first_line), s.on_host(s.guest.command_start));
          }},
+        {"  the command's output written (guest clock)",
+         [](const BootSample& s) {
+             return between(s.on_host(s.guest.command_start), s.on_host(s.guest.output_written));
+         }},
         {"command to its exit status on the host",
          [](const BootSample& s) {
              return between(s.on_host(s.guest.command_start), s.command_exited);
@@ -332,10 +343,12 @@ Ms median(const std::vector<BootSample>& samples, const StageRow& row) {
 
 } // namespace
 
-std::vector<std::string> boot_probe_command() {
+std::vector<std::string> boot_probe_command(std::uint64_t output_bytes) {
+    std::string output =
+        output_bytes ? fmt::format("head -c {} /dev/zero; cat /proc/uptime; ", output_bytes) : "";
     return {"sh", "-c",
-            fmt::format("cat /proc/uptime; dmesg | grep -e '{}' -e '{}' -e '{}'", kInitcallsDone,
-                        kInitExec, guest_protocol::kInitStartedMarker)};
+            fmt::format("cat /proc/uptime; {}dmesg | grep -e '{}' -e '{}' -e '{}'", output,
+                        kInitcallsDone, kInitExec, guest_protocol::kInitStartedMarker)};
 }
 
 int boot_once(const RunOptions& options) {
@@ -353,7 +366,7 @@ int boot_once(const RunOptions& options) {
 }
 
 int bench_boot(const RunOptions& options, const std::vector<std::string>& child_args, unsigned runs,
-               bool with_qemu) {
+               bool with_qemu, std::uint64_t output_bytes) {
     Topology topology = Topology::parse(options.topology);
     std::cout << fmt::format("boot {} ({} vCPUs, {}){}\n", topology.to_string(), topology.cpus(),
                              options.memory,
@@ -362,16 +375,26 @@ int bench_boot(const RunOptions& options, const std::vector<std::string>& child_
                              "VMM ready", "guest /init", "command exit", "teardown");
     std::vector<BootSample> ktstr, qemu;
     for (unsigned run = 0; run < runs; ++run) {
-        ktstr.push_back(time_ktstr_boot(child_args));
-        print_boot(fmt::format("ktstr #{}", run + 1), ktstr.back());
+        if (auto sample = time_ktstr_boot(child_args)) {
+            ktstr.push_back(*sample);
+            print_boot(fmt::format("ktstr #{}", run + 1), ktstr.back());
+        } else {
+            std::cout << fmt::format("ktstr #{}: spoiled by the emulated sandbox (status {}), "
+                                     "left out\n",
+                                     run + 1, kSandboxFailureStatus);
+        }
         if (with_qemu) {
-            qemu.push_back(time_qemu_boot(options, topology.cpus()));
-            print_boot(fmt::format("qemu microvm,rtc #{}", run + 1), qemu.back());
+            try { // the comparison goes on without a boot that QEMU did not finish
+                qemu.push_back(time_qemu_boot(options, topology.cpus()));
+                print_boot(fmt::format("qemu microvm,rtc #{}", run + 1), qemu.back());
+            } catch (const Error& e) {
+                std::cout << fmt::format("qemu microvm,rtc #{}: left out: {}\n", run + 1, e.what());
+            }
         }
     }
-    std::cout << fmt::format(
-        "\nwhere the time goes (median of {} boots, ms)\n  {:<60} {:>9} {:>9}\n", runs, "stage",
-        "ktstr", with_qemu ? "qemu" : "");
+    std::cout << fmt::format("\nwhere the time goes (median of {} ktstr boots, {} QEMU boots, "
+                             "ms)\n  {:<60} {:>9} {:>9}\n",
+                             ktstr.size(), qemu.size(), "stage", "ktstr", with_qemu ? "qemu" : "");
     for (const auto& row : stage_rows()) {
         auto show = [](Ms ms) {
             return ms ? fmt::format("{:9.1f}", *ms) : std::string(9, ' ');
@@ -379,7 +402,19 @@ int bench_boot(const RunOptions& options, const std::vector<std::string>& child_
         std::cout << fmt::format("  {:<60} {} {}\n", row.name, show(median(ktstr, row)),
                                  with_qemu ? show(median(qemu, row)) : "");
     }
-    std::cout << "ktstr VM exits seen by the VMM (last run): " << ktstr.back().exits << "\n";
+    if (output_bytes > 0) {
+        StageRow output = stage_rows()[kOutputRow];
+        auto rate = [&](const std::vector<BootSample>& samples) {
+            Ms ms = median(samples, output);
+            return ms && *ms > 0 ? fmt::format("{:.1f} MB/s", double(output_bytes) / *ms / 1000)
+                                 : std::string("n/a");
+        };
+        std::cout << fmt::format("guest output of {} bytes over virtio-console: ktstr {}{}\n",
+                                 output_bytes, rate(ktstr),
+                                 with_qemu ? ", qemu " + rate(qemu) : std::string());
+    }
+    if (!ktstr.empty())
+        std::cout << "ktstr VM exits seen by the VMM (last run): " << ktstr.back().exits << "\n";
     return 0;
 }
 

@@ -43,6 +43,22 @@ int bench_vm_lifecycle(unsigned iterations) {
     return 0;
 }
 
+// "10M", "512K", "1G" or a plain count.
+std::uint64_t parse_byte_count(const std::string& text) {
+    std::size_t used = 0;
+    std::uint64_t value = 0;
+    try {
+        value = std::stoull(text, &used);
+    } catch (const std::exception&) {
+        throw Error("--output " + text + ": not a byte count like 10M");
+    }
+    std::string unit = text.substr(used);
+    int shift = unit.empty() ? 0 : unit == "K" ? 10 : unit == "M" ? 20 : unit == "G" ? 30 : -1;
+    if (shift < 0 || value > (1ull << (40 - shift)))
+        throw Error("--output " + text + ": not a byte count like 10M (at most 1T)");
+    return value << shift;
+}
+
 } // namespace
 
 int main(int argc, char** argv) {
@@ -69,13 +85,17 @@ int main(int argc, char** argv) {
     RunOptions options;
     options.topology = "1n1l2c1t";
     options.memory = "512M";
-    options.command = boot_probe_command();
+    std::string output = "0";
     unsigned runs = 3;
     bool with_qemu = false;
     auto add_boot_options = [&](CLI::App* command) {
         command->add_option("--kernel", options.kernel, "Kernel image path or cached version");
         command->add_option("--topology", options.topology, "NnNlNcNt")->capture_default_str();
         command->add_option("--memory", options.memory, "Guest memory")->capture_default_str();
+        command
+            ->add_option("--output", output,
+                         "Bytes the command writes over virtio-console, timed (e.g. 10M)")
+            ->capture_default_str();
     };
     auto* boot = app.add_subcommand(
         "boot", "Time boots stage by stage (the VMM's: kernel read, initramfs, VM; the guest's: "
@@ -98,15 +118,17 @@ int main(int argc, char** argv) {
             return bench_vm_lifecycle(iterations);
         if (wake->parsed())
             return bench_wake_path(events, rounds);
+        std::uint64_t output_bytes = parse_byte_count(output);
+        options.command = boot_probe_command(output_bytes);
         if (once->parsed())
             return boot_once(options);
         if (boot->parsed()) {
             validate_run_options(options);
-            std::vector<std::string> child_args = {"--topology", options.topology, "--memory",
-                                                   options.memory};
+            std::vector<std::string> child_args = {"--topology",   options.topology, "--memory",
+                                                   options.memory, "--output",       output};
             if (options.kernel)
                 child_args.insert(child_args.end(), {"--kernel", *options.kernel});
-            return bench_boot(options, child_args, runs, with_qemu);
+            return bench_boot(options, child_args, runs, with_qemu, output_bytes);
         }
     } catch (const std::exception& e) {
         std::cerr << "ktstr-bench: " << e.what() << "\n";
