@@ -268,7 +268,17 @@ struct StageRow {
 
 // Each stage's duration; the host rows exist for ktstr only, and their sum plus the entry
 // row is the "process start to kernel clock" row that QEMU has too.
-constexpr std::size_t kOutputRow = 10; // the command's output, in stage_rows()
+// From one guest stage's end to another's.
+std::function<Ms(const BootSample&)> guest_span(Ms GuestStages::*from, Ms GuestStages::*to) {
+    return [from, to](const BootSample& s) {
+        return between(s.on_host(s.guest.*from), s.on_host(s.guest.*to));
+    };
+}
+
+Ms output_time(const BootSample& s) {
+    return between(s.on_host(s.guest.command_start), s.on_host(s.guest.output_written));
+}
+
 std::vector<StageRow> stage_rows() {
     return {
         {"process start to run planned",
@@ -300,21 +310,12 @@ std::vector<StageRow> stage_rows() {
              return between(s.kernel_clock_start(), s.on_host(s.guest.initcalls_done));
          }},
         {"initcalls done to /init",
-         [](const BootSample& s) {
-             return between(s.on_host(s.guest.initcalls_done), s.on_host(s.guest.init_exec));
-         }},
+         guest_span(&GuestStages::initcalls_done, &GuestStages::init_exec)},
         {"/init to its first line (mounts)",
-         [](const BootSample& s) {
-             return between(s.on_host(s.guest.init_exec), s.on_host(s.guest.init_first_line));
-         }},
+         guest_span(&GuestStages::init_exec, &GuestStages::init_first_line)},
         {"init's set-up (modules, channel) to command",
-         [](const BootSample& s) {
-             return between(s.on_host(s.guest.init_first_line), s.on_host(s.guest.command_start));
-         }},
-        {"  the command's output written (guest clock)",
-         [](const BootSample& s) {
-             return between(s.on_host(s.guest.command_start), s.on_host(s.guest.output_written));
-         }},
+         guest_span(&GuestStages::init_first_line, &GuestStages::command_start)},
+        {"  the command's output written (guest clock)", output_time},
         {"command to its exit status on the host",
          [](const BootSample& s) {
              return between(s.on_host(s.guest.command_start), s.command_exited);
@@ -403,7 +404,7 @@ int bench_boot(const RunOptions& options, const std::vector<std::string>& child_
                                  with_qemu ? show(median(qemu, row)) : "");
     }
     if (output_bytes > 0) {
-        StageRow output = stage_rows()[kOutputRow];
+        StageRow output{"", output_time};
         auto rate = [&](const std::vector<BootSample>& samples) {
             Ms ms = median(samples, output);
             return ms && *ms > 0 ? fmt::format("{:.1f} MB/s", double(output_bytes) / *ms / 1000)

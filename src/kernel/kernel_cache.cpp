@@ -95,11 +95,14 @@ bool config_enables(const std::string& config_text, std::string_view option) {
 }
 
 std::optional<fs::path> unpack_pvh_image(const CachedKernel& kernel) {
-    if (kernel.arch != Arch::x86_64 || !fs::exists(kernel.config()) ||
-        !config_enables(read_file(kernel.config()), "CONFIG_PVH"))
+    // Every run asks: once unpacked (only ever for a PVH kernel), nothing is read again.
+    if (kernel.arch != Arch::x86_64)
         return std::nullopt;
-    if (!fs::exists(kernel.pvh_image()))
-        write_file_atomic(kernel.pvh_image(), extract_vmlinux(read_binary_file(kernel.image())));
+    if (fs::exists(kernel.pvh_image()))
+        return kernel.pvh_image();
+    if (!fs::exists(kernel.config()) || !config_enables(read_file(kernel.config()), "CONFIG_PVH"))
+        return std::nullopt;
+    write_file_atomic(kernel.pvh_image(), extract_vmlinux(read_binary_file(kernel.image())));
     return kernel.pvh_image();
 }
 
